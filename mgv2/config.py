@@ -1,0 +1,314 @@
+"""Typed configuration: dataclasses validated on creation; YAML is only their saved form.
+
+Every config class is a frozen-free dataclass whose ``__post_init__`` checks values.  Loading
+from YAML goes through :func:`from_dict`, which refuses unknown keys and wrong types with a
+message naming the key, the file and the fix.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, TypeVar, get_args, get_origin
+
+import yaml
+
+T = TypeVar("T")
+
+PACKAGE_DIR = Path(__file__).resolve().parent
+ASSETS_PREFIX = "mgv2:"  # paths starting with this resolve inside the installed package's assets
+
+
+class ConfigError(ValueError):
+    """A configuration value is wrong; the message names the key and the fix."""
+
+
+def resolve_path(value: str | None, base: Path | None = None) -> Path | None:
+    """Resolve a path from a config: ``mgv2:NAME`` -> package assets, ``~`` expanded, relative
+    paths against ``base`` (the config file's folder) when given."""
+    if value is None:
+        return None
+    if value.startswith(ASSETS_PREFIX):
+        return PACKAGE_DIR / "assets" / value[len(ASSETS_PREFIX) :]
+    p = Path(os.path.expanduser(value))
+    if not p.is_absolute() and base is not None:
+        p = base / p
+    return p
+
+
+# ---------------------------------------------------------------------------------------------
+# model
+
+
+@dataclass
+class VisionConfig:
+    """EVA ViT-g (SPEC §1) at any size; the defaults are the official ones."""
+
+    img_size: int = 448
+    patch_size: int = 14
+    width: int = 1408
+    depth: int = 39
+    heads: int = 16
+    mlp_ratio: float = 4.3637
+    ln_eps: float = 1e-6
+    # The grid the checkpoint's position embedding was trained on (224 px for eva_vit_g.pth);
+    # it is resized to ``img_size`` when the checkpoint is loaded.
+    checkpoint_img_size: int = 224
+    checkpoint: str | None = None  # eva_vit_g.pth (BLIP-2); None = random init
+    ln_vision_eps: float = 1e-5
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        _positive(self, "img_size", "patch_size", "width", "depth", "heads", "checkpoint_img_size")
+        if self.img_size % self.patch_size:
+            raise ConfigError(f"vision.img_size {self.img_size} is not a multiple of patch_size {self.patch_size}")
+        if self.width % self.heads:
+            raise ConfigError(f"vision.width {self.width} is not divisible by heads {self.heads}")
+        if self.mlp_ratio <= 0:
+            raise ConfigError("vision.mlp_ratio must be > 0")
+
+    @property
+    def grid(self) -> int:
+        return self.img_size // self.patch_size
+
+    @property
+    def num_patches(self) -> int:
+        return self.grid**2
+
+    @property
+    def mlp_hidden(self) -> int:
+        return int(self.width * self.mlp_ratio)
+
+
+@dataclass
+class LLMConfig:
+    """A LLaMA-architecture decoder.  ``path`` = a local transformers folder (Llama-2-7b-chat-hf,
+    a converted SmolLM2); without it the model is built from the numbers below with random
+    weights (tiny preset, or the 7B shapes on the meta device for ``mgv2 info``)."""
+
+    path: str | None = None
+    tokenizer: str | None = None  # defaults to ``path``
+    pad_token: str = "$$"  # SPEC §3: the official code pads with "$$" (id 3997 in Llama-2)
+    vocab_size: int = 32000
+    hidden_size: int = 4096
+    intermediate_size: int = 11008
+    num_layers: int = 32
+    num_heads: int = 32
+    num_kv_heads: int = 32
+    rms_norm_eps: float = 1e-5
+    rope_theta: float = 10000.0
+    max_position_embeddings: int = 4096
+    tie_word_embeddings: bool = False
+    bos_token_id: int = 1
+    eos_token_id: int = 2
+    load_in_8bit: bool = False
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self) -> None:
+        _positive(self, "vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads")
+        if self.hidden_size % self.num_heads:
+            raise ConfigError(f"llm.hidden_size {self.hidden_size} is not divisible by num_heads {self.num_heads}")
+        if self.num_heads % self.num_kv_heads:
+            raise ConfigError("llm.num_heads must be a multiple of llm.num_kv_heads")
+
+
+@dataclass
+class LoRAConfig:
+    """LoRA through peft (SPEC §1: r 64, alpha 16, dropout 0.05 on q_proj, v_proj)."""
+
+    enabled: bool = True
+    r: int = 64
+    alpha: int = 16
+    dropout: float = 0.05
+    target_modules: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])
+
+    def __post_init__(self) -> None:
+        if self.enabled:
+            _positive(self, "r", "alpha")
+            if not self.target_modules:
+                raise ConfigError("lora.target_modules is empty; name the Linear layers to adapt (e.g. [q_proj, v_proj])")
+        if not 0 <= self.dropout < 1:
+            raise ConfigError(f"lora.dropout must be in [0, 1), got {self.dropout}")
+
+
+TRAINABLE_PARTS = ("projector", "lora", "vision", "ln_vision", "llm")
+Precision = Literal["fp32", "fp16", "bf16"]
+
+
+@dataclass
+class ModelConfig:
+    name: str = "minigptv2"
+    vision: VisionConfig = field(default_factory=VisionConfig)
+    llm: LLMConfig = field(default_factory=LLMConfig)
+    lora: LoRAConfig = field(default_factory=LoRAConfig)
+    merge_tokens: int = 4  # SPEC §1: 4 consecutive patch tokens of one row -> one LLM token
+    # What trains, stated explicitly (SPEC §1: projector + LoRA).  "vision" with
+    # ``vision_trainable_blocks`` > 0 trains only the last N blocks.
+    trainable: list[str] = field(default_factory=lambda: ["projector", "lora"])
+    vision_trainable_blocks: int = 0  # 0 = all blocks when "vision" is trainable
+    # fp16 = the official mixed layout (Conv/Linear fp16, norms and embeddings fp32).
+    vision_precision: Precision = "fp16"
+    llm_precision: Precision = "fp16"
+    checkpoint: str | None = None  # a MiniGPT-v2 checkpoint (released .pth or an mgv2 folder)
+    max_txt_len: int = 1024
+    base_dir: str | None = None  # folder relative paths resolve against (set by load_yaml)
+
+    def __post_init__(self) -> None:
+        _positive(self, "merge_tokens", "max_txt_len")
+        unknown = [p for p in self.trainable if p not in TRAINABLE_PARTS]
+        if unknown:
+            raise ConfigError(f"trainable: unknown part(s) {unknown}; choose from {list(TRAINABLE_PARTS)}")
+        if "lora" in self.trainable and not self.lora.enabled:
+            raise ConfigError("trainable names 'lora' but lora.enabled is false; enable LoRA or drop 'lora'")
+        if "llm" in self.trainable and self.lora.enabled and "lora" not in self.trainable:
+            raise ConfigError("the full LLM trains but LoRA is enabled and frozen; set lora.enabled: false")
+        if self.vision.grid % self.merge_tokens:
+            raise ConfigError(
+                f"merge_tokens {self.merge_tokens} must divide the patch grid width {self.vision.grid} "
+                "(the 1x4 merge joins patches of one row)"
+            )
+        if self.vision_trainable_blocks < 0 or self.vision_trainable_blocks > self.vision.depth:
+            raise ConfigError(f"vision_trainable_blocks must be in 0..{self.vision.depth}")
+
+    @property
+    def num_image_tokens(self) -> int:
+        return self.vision.num_patches // self.merge_tokens
+
+    def path(self, value: str | None) -> Path | None:
+        return resolve_path(value, Path(self.base_dir) if self.base_dir else None)
+
+
+# ---------------------------------------------------------------------------------------------
+# generic dict <-> dataclass
+
+
+def _positive(obj: Any, *names: str) -> None:
+    for n in names:
+        v = getattr(obj, n)
+        if not isinstance(v, (int, float)) or isinstance(v, bool) or v <= 0:
+            raise ConfigError(f"{type(obj).__name__}.{n} must be a positive number, got {v!r}")
+
+
+def _check_type(value: Any, tp: Any, where: str) -> Any:
+    origin = get_origin(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        errors = []
+        for arm in get_args(tp):
+            if arm is type(None):
+                if value is None:
+                    return None
+                continue
+            try:
+                return _check_type(value, arm, where)
+            except ConfigError as e:
+                errors.append(str(e))
+        raise ConfigError(f"{where}: {value!r} does not fit {tp}")
+    if origin is Literal:
+        if value not in get_args(tp):
+            raise ConfigError(f"{where}: {value!r} is not one of {list(get_args(tp))}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+        (arg,) = get_args(tp)[:1] or (Any,)
+        return [_check_type(v, arg, f"{where}[{i}]") for i, v in enumerate(value)]
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
+        _, vt = get_args(tp) or (Any, Any)
+        return {k: _check_type(v, vt, f"{where}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        if isinstance(value, tp):
+            return value
+        if not isinstance(value, dict):
+            raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
+        return from_dict(tp, value, where)
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
+        return float(value)
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where}: expected an integer, got {type(value).__name__} {value!r}")
+        return value
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where}: expected true/false, got {type(value).__name__} {value!r}")
+        return value
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{where}: expected text, got {type(value).__name__} {value!r}")
+        return value
+    raise ConfigError(f"{where}: unsupported config type {tp}")
+
+
+def from_dict(cls: type[T], data: dict, where: str = "") -> T:
+    """Build dataclass ``cls`` from a mapping; unknown keys and wrong types are errors."""
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where or cls.__name__}: expected a mapping, got {type(data).__name__}")
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise ConfigError(
+            f"{where or cls.__name__}: unknown key(s) {unknown}; known keys are {sorted(names)}"
+        )
+    kwargs = {k: _check_type(v, hints[k], f"{where}.{k}" if where else k) for k, v in data.items()}
+    try:
+        return cls(**kwargs)
+    except ConfigError as e:
+        raise ConfigError(f"{where + ': ' if where else ''}{e}") from None
+
+
+def to_dict(obj: Any) -> dict:
+    d = dataclasses.asdict(obj)
+    d.pop("base_dir", None)
+    return d
+
+
+def apply_overrides(data: dict, overrides: list[str]) -> dict:
+    """``key.sub=value`` strings (value parsed as YAML) applied onto a nested mapping."""
+    for item in overrides:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} is not key=value (e.g. llm.path=/models/llama)")
+        key, raw = item.split("=", 1)
+        node = data
+        parts = key.strip().split(".")
+        for p in parts[:-1]:
+            node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {p} is not a section")
+        node[parts[-1]] = yaml.safe_load(raw)
+    return data
+
+
+def load_yaml(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:
+    """Read a YAML config file into ``cls`` (plus ``key=value`` overrides)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file not found: {path}; pass a YAML file such as configs/model/tiny.yaml")
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as e:
+        raise ConfigError(f"{path}: not valid YAML: {e}") from None
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: the top level must be a mapping of keys")
+    data = apply_overrides(data, overrides or [])
+    if "base_dir" in {f.name for f in dataclasses.fields(cls)}:
+        data.setdefault("base_dir", str(path.resolve().parent))
+    try:
+        return from_dict(cls, data)
+    except ConfigError as e:
+        raise ConfigError(f"{path}: {e}") from None
+
+
+def save_yaml(obj: Any, path: str | Path) -> None:
+    from mgv2.io import atomic_write_text
+
+    atomic_write_text(Path(path), yaml.safe_dump(to_dict(obj), sort_keys=False))
