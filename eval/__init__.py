@@ -1,0 +1,1 @@
+"""Metrics and benchmark evaluation (no model imports in metrics)."""

@@ -1,0 +1,249 @@
+"""MiniGPT-v2, composed from parts passed in (torchtune style).
+
+    pixels -> visual_encoder (EVA ViT) -> ln_vision -> drop CLS -> 1x4 token merge
+           -> llama_proj (Linear) -> image embeddings [N, T, D]
+    Batch ids -> LLM input embeddings, image positions replaced by image embeddings -> LLM
+
+Attribute names follow the official code (``visual_encoder``, ``ln_vision``, ``llama_proj``,
+``llama_model``) so state-dict keys line up with the released checkpoints.  The model sees
+token ids and pixels only; :mod:`mgv2.prompt` owns the strings.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from mgv2.config import ModelConfig
+from mgv2.prompt import Batch
+
+
+@dataclass
+class GenerationSettings:
+    """Decoding settings (SPEC §7 benchmarks: greedy, 20 new tokens)."""
+
+    max_new_tokens: int = 20
+    do_sample: bool = False
+    temperature: float = 1.0
+    top_p: float = 1.0
+    num_beams: int = 1
+    repetition_penalty: float = 1.0
+    min_new_tokens: int = 0
+
+    def __post_init__(self) -> None:
+        if self.max_new_tokens < 1:
+            raise ValueError("max_new_tokens must be >= 1")
+        if self.do_sample and not (self.temperature > 0 and 0 < self.top_p <= 1):
+            raise ValueError("sampling needs temperature > 0 and 0 < top_p <= 1")
+        if self.num_beams < 1:
+            raise ValueError("num_beams must be >= 1")
+
+    @classmethod
+    def demo(cls) -> "GenerationSettings":
+        """The official demo's sampling defaults (SPEC §8)."""
+        return cls(max_new_tokens=500, do_sample=True, temperature=0.6, top_p=0.9, repetition_penalty=1.05)
+
+
+class MiniGPTv2(nn.Module):
+    """The model.  Parts are built elsewhere (:func:`build_model`) and passed in."""
+
+    def __init__(
+        self,
+        visual_encoder: nn.Module,
+        ln_vision: nn.LayerNorm,
+        llama_proj: nn.Linear,
+        llama_model: nn.Module,
+        *,
+        merge_tokens: int,
+        pad_token_id: int,
+        eos_token_id: int,
+    ) -> None:
+        super().__init__()
+        self.visual_encoder = visual_encoder
+        self.ln_vision = ln_vision
+        self.llama_proj = llama_proj
+        self.llama_model = llama_model
+        self.merge_tokens = merge_tokens
+        self.pad_token_id = pad_token_id
+        self.eos_token_id = eos_token_id
+        self.trainable_parts: tuple[str, ...] = ()
+
+    # -- trainable set --------------------------------------------------------------------
+    def part_parameters(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
+        """Every parameter, grouped by part: vision, ln_vision, projector, llm, lora."""
+        parts: dict[str, list] = {"vision": [], "ln_vision": [], "projector": [], "llm": [], "lora": []}
+        for name, p in self.named_parameters():
+            if name.startswith("visual_encoder."):
+                parts["vision"].append((name, p))
+            elif name.startswith("ln_vision."):
+                parts["ln_vision"].append((name, p))
+            elif name.startswith("llama_proj."):
+                parts["projector"].append((name, p))
+            elif ".lora_" in name:
+                parts["lora"].append((name, p))
+            else:
+                parts["llm"].append((name, p))
+        return parts
+
+    def set_trainable(self, parts: list[str] | tuple[str, ...], vision_last_blocks: int = 0) -> None:
+        """Freeze everything, then unfreeze exactly ``parts``.  With ``vision`` and
+        ``vision_last_blocks`` > 0 only the last N ViT blocks train."""
+        groups = self.part_parameters()
+        unknown = set(parts) - set(groups)
+        if unknown:
+            raise ValueError(f"unknown trainable part(s) {sorted(unknown)}; choose from {sorted(groups)}")
+        for plist in groups.values():
+            for _, p in plist:
+                p.requires_grad_(False)
+        for part in parts:
+            for name, p in groups[part]:
+                if part == "vision" and vision_last_blocks > 0:
+                    depth = len(self.visual_encoder.blocks)
+                    first = depth - vision_last_blocks
+                    if not any(name.startswith(f"visual_encoder.blocks.{i}.") for i in range(first, depth)):
+                        continue
+                p.requires_grad_(True)
+        self.trainable_parts = tuple(parts)
+        if "vision" not in parts:
+            self.visual_encoder.eval()
+
+    def trainable_parameters(self) -> dict[str, nn.Parameter]:
+        return {n: p for n, p in self.named_parameters() if p.requires_grad}
+
+    def train(self, mode: bool = True) -> "MiniGPTv2":
+        super().train(mode)
+        if "vision" not in self.trainable_parts:
+            self.visual_encoder.eval()  # frozen encoder stays in eval mode (SPEC §1)
+        return self
+
+    # -- images ---------------------------------------------------------------------------
+    def embed_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Pixels [N, 3, S, S] -> image embeddings [N, T, D] in the LLM's input space.
+
+        Compute this once per image and pass it to :meth:`forward` / :meth:`generate` as
+        ``image_embeds`` to reuse it across prompts.
+        """
+        grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.visual_encoder.parameters())
+        with torch.set_grad_enabled(grad):
+            feats = self.visual_encoder(pixel_values)
+        feats = self.ln_vision(feats.to(self.ln_vision.weight.dtype))
+        feats = feats[:, 1:, :]  # drop CLS
+        n, pn, hs = feats.shape
+        merged = feats.reshape(n, pn // self.merge_tokens, hs * self.merge_tokens)  # 1x4 row merge
+        return self.llama_proj(merged.to(self.llama_proj.weight.dtype))
+
+    def input_embeddings(self, batch: Batch, image_embeds: torch.Tensor | None) -> torch.Tensor:
+        """Token embeddings with image positions filled from ``image_embeds[image_index]``."""
+        embed = self.llama_model.get_input_embeddings()
+        embeds = embed(batch.input_ids)
+        if batch.image_mask.any():
+            if image_embeds is None:
+                if batch.pixel_values is None:
+                    raise ValueError("the batch has image tokens but neither pixel_values nor image_embeds")
+                image_embeds = self.embed_images(batch.pixel_values)
+            rows = batch.image_index[batch.image_mask.any(dim=1)]
+            if int(rows.max()) >= image_embeds.shape[0] or int(rows.min()) < 0:
+                raise ValueError(f"image_index {rows.tolist()} out of range for {image_embeds.shape[0]} image(s)")
+            chosen = image_embeds[rows].to(embeds.dtype)
+            expected = int(batch.image_mask.sum())
+            if chosen.shape[0] * chosen.shape[1] != expected:
+                raise ValueError(
+                    f"the batch reserves {expected} image positions but the images give "
+                    f"{chosen.shape[0]} x {chosen.shape[1]}; tokenizer and model configs disagree"
+                )
+            embeds = embeds.masked_scatter(batch.image_mask.unsqueeze(-1), chosen.reshape(-1, chosen.shape[-1]))
+        return embeds
+
+    # -- training -------------------------------------------------------------------------
+    def forward(self, batch: Batch, image_embeds: torch.Tensor | None = None):
+        """Teacher-forced pass; returns the transformers output with ``loss`` on answer tokens."""
+        embeds = self.input_embeddings(batch, image_embeds)
+        position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        return self.llama_model(
+            inputs_embeds=embeds,
+            attention_mask=batch.attention_mask,
+            position_ids=position_ids,
+            labels=batch.labels,
+            use_cache=False,
+        )
+
+    # -- generation -----------------------------------------------------------------------
+    @torch.no_grad()
+    def generate(
+        self,
+        batch: Batch,
+        settings: GenerationSettings | None = None,
+        image_embeds: torch.Tensor | None = None,
+    ) -> list[list[int]]:
+        """Batched generation over a LEFT-padded batch; returns the new token ids of each
+        sequence, cut at the first EOS (EOS excluded)."""
+        from transformers import GenerationConfig
+
+        settings = settings or GenerationSettings()
+        if bool((batch.attention_mask[:, -1] == 0).any()):
+            raise ValueError("generation needs a left-padded batch (collate with padding_side='left')")
+        embeds = self.input_embeddings(batch, image_embeds)
+        gen = GenerationConfig(
+            max_new_tokens=settings.max_new_tokens,
+            min_new_tokens=settings.min_new_tokens,
+            do_sample=settings.do_sample,
+            temperature=settings.temperature if settings.do_sample else None,
+            top_p=settings.top_p if settings.do_sample else None,
+            top_k=None,
+            num_beams=settings.num_beams,
+            repetition_penalty=settings.repetition_penalty,
+            eos_token_id=self.eos_token_id,
+            pad_token_id=self.pad_token_id,
+            use_cache=True,
+        )
+        out = self.llama_model.generate(
+            inputs_embeds=embeds, attention_mask=batch.attention_mask, generation_config=gen
+        )
+        result = []
+        for row in out.tolist():
+            if self.eos_token_id in row:
+                row = row[: row.index(self.eos_token_id)]
+            result.append(row)
+        return result
+
+
+def build_model(cfg: ModelConfig, *, pad_token_id: int, device: str | torch.device = "cpu") -> MiniGPTv2:
+    """Build every part from ``cfg`` and compose them.  ``device="meta"`` builds the shapes
+    only (no memory, no files read): that is what ``mgv2 info`` uses."""
+    from mgv2.llm import DTYPES, add_lora, build_llm
+    from mgv2.vision import EVAViT, apply_official_precision, load_eva_checkpoint
+
+    meta = str(device) == "meta"
+    with torch.device(device):
+        vit = EVAViT(cfg.vision)
+    if cfg.vision.checkpoint and not meta:
+        report = load_eva_checkpoint(vit, cfg.path(cfg.vision.checkpoint))
+        print(f"[mgv2] vision encoder: {report.summary()}")
+    if cfg.vision_precision != "fp32" and not meta:
+        apply_official_precision(vit, DTYPES[cfg.vision_precision])
+    vit = vit.to(device)
+    llm_path = None if meta else cfg.path(cfg.llm.path)
+    llm = build_llm(cfg.llm, llm_path, DTYPES[cfg.llm_precision], device=device)
+    if cfg.llm.gradient_checkpointing and not meta:
+        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        llm.enable_input_require_grads()
+    if cfg.lora.enabled:
+        llm = add_lora(llm, cfg.lora)
+    with torch.device(device):
+        ln_vision = nn.LayerNorm(cfg.vision.width, eps=cfg.vision.ln_vision_eps)
+        proj = nn.Linear(cfg.vision.width * cfg.merge_tokens, cfg.llm.hidden_size)
+    # The projector is trainable: it keeps fp32 master weights; its output is cast to the
+    # LLM's dtype when it enters the LLM (input_embeddings).
+    model = MiniGPTv2(
+        vit,
+        ln_vision,
+        proj,
+        llm,
+        merge_tokens=cfg.merge_tokens,
+        pad_token_id=pad_token_id,
+        eos_token_id=cfg.llm.eos_token_id,
+    )
+    model.set_trainable(cfg.trainable, cfg.vision_trainable_blocks)
+    return model
