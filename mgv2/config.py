@@ -17,13 +17,15 @@ from typing import Any, Literal, TypeVar, get_args, get_origin
 
 import yaml
 
+from mgv2.errors import MGV2Error
+
 T = TypeVar("T")
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ASSETS_PREFIX = "mgv2:"  # paths starting with this resolve inside the installed package's assets
 
 
-class ConfigError(ValueError):
+class ConfigError(MGV2Error, ValueError):
     """A configuration value is wrong; the message names the key and the fix."""
 
 

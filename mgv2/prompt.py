@@ -23,6 +23,7 @@ from typing import Sequence
 
 import torch
 
+from mgv2.errors import MGV2Error
 from mgv2.sample import Sample, Turn
 
 IMAGE_PLACEHOLDER = "<ImageHere>"
@@ -68,7 +69,7 @@ class Batch:
         return 0 if self.labels is None else int((self.labels != IGNORE_INDEX).sum())
 
 
-class PromptError(ValueError):
+class PromptError(MGV2Error, ValueError):
     """A sample cannot be turned into a prompt (empty instruction, too long ...)."""
 
 

@@ -19,9 +19,7 @@ official layout and for a plain fp32 model, fp16/bf16 only if the whole module w
 from __future__ import annotations
 
 import math
-import pickle
 import re
-import zipfile
 from collections import Counter
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -275,7 +273,9 @@ def _read_state_dict(path: Path) -> Mapping[str, object]:
         )
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    except (pickle.UnpicklingError, RuntimeError, EOFError, ValueError, zipfile.BadZipFile) as e:
+    # The weights-only unpickler raises arbitrary exception types on a damaged or foreign file
+    # (IndexError, KeyError, UnpicklingError, RuntimeError, ...), so every Exception is reported.
+    except Exception as e:
         raise CheckpointError(
             f"{path} is not a readable PyTorch weight file ({type(e).__name__}: {e}); "
             "expected eva_vit_g.pth from BLIP-2 saved with torch.save"
@@ -289,12 +289,20 @@ def _read_state_dict(path: Path) -> Mapping[str, object]:
     return obj
 
 
+def _head(keys: list[str], n: int = 10) -> str:
+    return f"{keys[:n]}{' ...' if len(keys) > n else ''}"
+
+
 def _nesting_hint(missing: list[str], file_keys: list[str]) -> str:
     """If the file holds our keys under a prefix (e.g. ``visual_encoder.``), say so."""
+    if not missing:
+        return ""
     for key in file_keys:
         if key.endswith("." + missing[0]):
             prefix = key[: -len(missing[0])]
-            return f" The file has '{key}': its encoder weights seem nested under '{prefix}'; strip that prefix."
+            return (
+                f" The file has '{key}': its encoder weights seem nested under '{prefix}'; strip that prefix."
+            )
     return ""
 
 
@@ -317,17 +325,16 @@ def load_eva_checkpoint(vit: EVAViT, path: str | Path) -> LoadReport:
     ignored = sorted(k for k in sd if k not in expected and _is_ignored_by_design(k, cfg.depth))
     unexpected = sorted(k for k in sd if k not in expected and k not in ignored)
     missing = [k for k in expected if k not in sd]
-    if unexpected:
+    if unexpected or missing:
+        problems = []
+        if unexpected:
+            problems.append(f"{len(unexpected)} unexpected key(s) {_head(unexpected)}")
+        if missing:
+            problems.append(f"{len(missing)} missing key(s) {_head(missing)}")
         raise CheckpointError(
-            f"{path}: {len(unexpected)} unexpected key(s) {unexpected[:10]}"
-            f"{' ...' if len(unexpected) > 10 else ''}; the EVA ViT-g encoder has no such weights ({arch}). "
-            "Pass the BLIP-2 eva_vit_g.pth, or a state dict with only the encoder's keys."
-        )
-    if missing:
-        raise CheckpointError(
-            f"{path}: {len(missing)} missing key(s) {missing[:10]}{' ...' if len(missing) > 10 else ''} "
-            f"({arch}). A shallower checkpoint cannot fill a deeper model: lower vision.depth or use the "
-            f"full eva_vit_g.pth.{_nesting_hint(missing, list(sd))}"
+            f"{path}: {' and '.join(problems)} ({arch}). Pass the BLIP-2 eva_vit_g.pth or a state dict "
+            "with exactly the encoder's keys; a shallower checkpoint cannot fill a deeper model "
+            f"(lower vision.depth).{_nesting_hint(missing, list(sd))}"
         )
 
     notes: list[str] = []
@@ -336,7 +343,7 @@ def load_eva_checkpoint(vit: EVAViT, path: str | Path) -> LoadReport:
         value = sd[key]
         if not isinstance(value, Tensor):
             raise CheckpointError(f"{path}: '{key}' is a {type(value).__name__}, not a tensor")
-        if key == "pos_embed" and value.ndim == 3 and value.shape[-1] == cfg.width:
+        if key == "pos_embed" and value.ndim == 3 and value.shape[0] == 1 and value.shape[-1] == cfg.width:
             value = _resize_pos_embed(value, cfg, path, notes)
         if value.shape != want.shape:
             raise CheckpointError(
@@ -353,12 +360,10 @@ def _resize_pos_embed(value: Tensor, cfg: VisionConfig, path: Path, notes: list[
     file_grid = math.isqrt(max(n, 0))
     if file_grid * file_grid != n:
         raise CheckpointError(f"{path}: 'pos_embed' has {n} patch positions, not a square grid plus CLS")
-    ckpt_grid = cfg.checkpoint_img_size // cfg.patch_size
-    if file_grid != ckpt_grid:
-        notes.append(
-            f"pos_embed grid in the file is {file_grid}x{file_grid}, vision.checkpoint_img_size implies "
-            f"{ckpt_grid}x{ckpt_grid}; used the file's"
-        )
     if file_grid != cfg.grid:
-        notes.append(f"pos_embed resized {file_grid}x{file_grid} -> {cfg.grid}x{cfg.grid} (bicubic, fp32)")
+        note = f"pos_embed resized {file_grid}x{file_grid} -> {cfg.grid}x{cfg.grid} (bicubic, fp32)"
+        ckpt_grid = cfg.checkpoint_img_size // cfg.patch_size
+        if file_grid != ckpt_grid:
+            note += f" (vision.checkpoint_img_size implies {ckpt_grid}x{ckpt_grid}; the file's grid was used)"
+        notes.append(note)
     return interpolate_pos_embed(value, cfg.grid)

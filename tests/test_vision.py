@@ -117,7 +117,9 @@ def reference_attention(attn: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 def reference_block(blk: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
     x = x + reference_attention(blk.attn, F.layer_norm(x, (WIDTH,), blk.norm1.weight, blk.norm1.bias, 1e-6))
     h = F.layer_norm(x, (WIDTH,), blk.norm2.weight, blk.norm2.bias, 1e-6)
-    return x + F.linear(F.gelu(F.linear(h, blk.mlp.fc1.weight, blk.mlp.fc1.bias)), blk.mlp.fc2.weight, blk.mlp.fc2.bias)
+    return x + F.linear(
+        F.gelu(F.linear(h, blk.mlp.fc1.weight, blk.mlp.fc1.bias)), blk.mlp.fc2.weight, blk.mlp.fc2.bias
+    )
 
 
 def test_attention_and_block_match_explicit_reference() -> None:
@@ -137,7 +139,11 @@ def test_key_bias_is_zero_and_not_a_parameter() -> None:
     vit.load_state_dict(official_state_dict(cfg), strict=True)
     attn = vit.blocks[0].attn
     assert {n for n, _ in attn.named_parameters()} == {
-        "qkv.weight", "q_bias", "v_bias", "proj.weight", "proj.bias"
+        "qkv.weight",
+        "q_bias",
+        "v_bias",
+        "proj.weight",
+        "proj.bias",
     }
     bias = attn.qkv_bias()
     assert torch.equal(bias[WIDTH : 2 * WIDTH], torch.zeros(WIDTH))
@@ -223,7 +229,7 @@ def test_missing_key_is_an_error(tmp_path: Path) -> None:
 
 def test_nested_prefix_gets_a_hint(tmp_path: Path) -> None:
     sd = {f"visual_encoder.{k}": v for k, v in official_state_dict(tiny_cfg()).items()}
-    msg = _load_error(tmp_path, {**sd})
+    msg = _load_error(tmp_path, sd)
     assert "visual_encoder." in msg and "missing" in msg
 
 
