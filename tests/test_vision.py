@@ -16,7 +16,7 @@ from mgv2.vision import EVAViT, apply_official_precision, interpolate_pos_embed,
 WIDTH, DEPTH, HEADS, PATCH = 32, 2, 4, 14
 
 
-def tiny_cfg(img_size: int = 56, depth: int = DEPTH, **kw: object) -> VisionConfig:
+def vision_cfg(img_size: int = 56, depth: int = DEPTH, **kw: object) -> VisionConfig:
     return VisionConfig(img_size=img_size, patch_size=PATCH, width=WIDTH, depth=depth, heads=HEADS, **kw)
 
 
@@ -66,7 +66,7 @@ def save(tmp_path: Path, obj: object, name: str = "eva.pth") -> Path:
 
 
 def test_output_shape_and_cls_first() -> None:
-    cfg = tiny_cfg()
+    cfg = vision_cfg()
     vit = EVAViT(cfg).eval()
     out = vit(pixels(cfg))
     assert out.shape == (2, 1 + cfg.num_patches, WIDTH)
@@ -74,13 +74,13 @@ def test_output_shape_and_cls_first() -> None:
 
 
 def test_wrong_image_size_is_refused() -> None:
-    vit = EVAViT(tiny_cfg())
+    vit = EVAViT(vision_cfg())
     with pytest.raises(ValueError, match="56"):
         vit(torch.zeros(1, 3, 42, 42))
 
 
 def test_official_key_names_load_strict() -> None:
-    cfg = tiny_cfg()
+    cfg = vision_cfg()
     vit = EVAViT(cfg)
     sd = official_state_dict(cfg)
     vit.load_state_dict(sd, strict=True)
@@ -123,7 +123,7 @@ def reference_block(blk: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
 
 
 def test_attention_and_block_match_explicit_reference() -> None:
-    cfg = tiny_cfg()
+    cfg = vision_cfg()
     vit = EVAViT(cfg).eval()
     vit.load_state_dict(official_state_dict(cfg), strict=True)
     x = torch.randn(2, 1 + cfg.num_patches, WIDTH, generator=torch.Generator().manual_seed(3))
@@ -134,7 +134,7 @@ def test_attention_and_block_match_explicit_reference() -> None:
 
 
 def test_key_bias_is_zero_and_not_a_parameter() -> None:
-    cfg = tiny_cfg()
+    cfg = vision_cfg()
     vit = EVAViT(cfg)
     vit.load_state_dict(official_state_dict(cfg), strict=True)
     attn = vit.blocks[0].attn
@@ -179,8 +179,8 @@ def test_interpolate_pos_embed_matches_direct_interpolate() -> None:
 
 
 def test_load_checkpoint_224_into_448_with_extra_block(tmp_path: Path) -> None:
-    cfg = tiny_cfg(img_size=448)
-    sd = official_state_dict(tiny_cfg(img_size=448, depth=DEPTH + 1), grid=16).copy()
+    cfg = vision_cfg(img_size=448)
+    sd = official_state_dict(vision_cfg(img_size=448, depth=DEPTH + 1), grid=16).copy()
     sd["norm.weight"] = torch.ones(WIDTH)  # EVA-CLIP extras, skipped by design
     sd["norm.bias"] = torch.zeros(WIDTH)
     vit = EVAViT(cfg)
@@ -202,7 +202,7 @@ def test_load_checkpoint_224_into_448_with_extra_block(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("nest", [None, "model", "state_dict"])
 def test_load_checkpoint_nesting(tmp_path: Path, nest: str | None) -> None:
-    cfg = tiny_cfg()
+    cfg = vision_cfg()
     sd = official_state_dict(cfg)
     vit = EVAViT(cfg)
     report = load_eva_checkpoint(vit, save(tmp_path, sd if nest is None else {nest: sd}))
@@ -212,42 +212,42 @@ def test_load_checkpoint_nesting(tmp_path: Path, nest: str | None) -> None:
 
 def _load_error(tmp_path: Path, sd: dict[str, torch.Tensor]) -> str:
     with pytest.raises(CheckpointError) as info:
-        load_eva_checkpoint(EVAViT(tiny_cfg()), save(tmp_path, sd))
+        load_eva_checkpoint(EVAViT(vision_cfg()), save(tmp_path, sd))
     return str(info.value)
 
 
 def test_unknown_key_is_an_error(tmp_path: Path) -> None:
-    sd = official_state_dict(tiny_cfg()) | {"blocks.0.attn.k_bias": torch.zeros(WIDTH)}
+    sd = official_state_dict(vision_cfg()) | {"blocks.0.attn.k_bias": torch.zeros(WIDTH)}
     assert "blocks.0.attn.k_bias" in _load_error(tmp_path, sd)
 
 
 def test_missing_key_is_an_error(tmp_path: Path) -> None:
-    sd = official_state_dict(tiny_cfg())
+    sd = official_state_dict(vision_cfg())
     del sd["blocks.1.attn.v_bias"]
     assert "blocks.1.attn.v_bias" in _load_error(tmp_path, sd)
 
 
 def test_nested_prefix_gets_a_hint(tmp_path: Path) -> None:
-    sd = {f"visual_encoder.{k}": v for k, v in official_state_dict(tiny_cfg()).items()}
+    sd = {f"visual_encoder.{k}": v for k, v in official_state_dict(vision_cfg()).items()}
     msg = _load_error(tmp_path, sd)
     assert "visual_encoder." in msg and "missing" in msg
 
 
 def test_wrong_shape_is_an_error(tmp_path: Path) -> None:
-    sd = official_state_dict(tiny_cfg())
+    sd = official_state_dict(vision_cfg())
     sd["blocks.0.mlp.fc1.weight"] = torch.zeros(7, WIDTH)
     msg = _load_error(tmp_path, sd)
     assert "blocks.0.mlp.fc1.weight" in msg and "[7, 32]" in msg and f"width={WIDTH}" in msg
 
 
 def test_wrong_width_pos_embed_is_an_error(tmp_path: Path) -> None:
-    sd = official_state_dict(tiny_cfg())
+    sd = official_state_dict(vision_cfg())
     sd["pos_embed"] = torch.zeros(1, 17, WIDTH * 2)
     assert "pos_embed" in _load_error(tmp_path, sd)
 
 
 def test_missing_and_unreadable_files(tmp_path: Path) -> None:
-    vit = EVAViT(tiny_cfg())
+    vit = EVAViT(vision_cfg())
     with pytest.raises(CheckpointError, match="not found"):
         load_eva_checkpoint(vit, tmp_path / "absent.pth")
     junk = tmp_path / "junk.pth"
@@ -264,7 +264,7 @@ def test_missing_and_unreadable_files(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
 def test_official_precision_layout(dtype: torch.dtype) -> None:
-    cfg = tiny_cfg()
+    cfg = vision_cfg()
     vit = EVAViT(cfg).eval()
     vit.load_state_dict(official_state_dict(cfg), strict=True)
     x = pixels(cfg)
@@ -289,7 +289,7 @@ def test_official_precision_layout(dtype: torch.dtype) -> None:
 
 
 def test_gradient_checkpointing_gives_same_gradients() -> None:
-    cfg = tiny_cfg()
+    cfg = vision_cfg()
     plain = EVAViT(cfg).train()
     plain.load_state_dict(official_state_dict(cfg), strict=True)
     ckpt = copy.deepcopy(plain)
@@ -303,4 +303,4 @@ def test_gradient_checkpointing_gives_same_gradients() -> None:
 
 
 def test_gradient_checkpointing_flag_from_config() -> None:
-    assert EVAViT(tiny_cfg(gradient_checkpointing=True)).gradient_checkpointing
+    assert EVAViT(vision_cfg(gradient_checkpointing=True)).gradient_checkpointing
