@@ -7,8 +7,9 @@ from __future__ import annotations
 
 import re
 from collections import Counter
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Callable, Literal, Sequence
+from typing import Literal
 
 # --------------------------------------------------------------------------- boxes
 
@@ -164,7 +165,7 @@ _NUMBER_WORDS: dict[str, str] = {
     "six": "6", "seven": "7", "eight": "8", "nine": "9", "ten": "10",
 }  # fmt: skip
 _ARTICLES = frozenset({"a", "an", "the"})
-_PUNCT = (";", "/", "[", "]", '"', "{", "}", "(", ")", "=", "+", "\\", "_", "-", ">", "<", "@", "`", ",", "?", "!")
+_PUNCT = ';/[]"{}()=+\\_-><@`,?!'  # the evaluator's marks, in its order
 _DIGIT_COMMA_DIGIT = re.compile(r"(\d)(,)(\d)")
 # The evaluator's period rule: a "." not followed by a digit is deleted.  It passes re.UNICODE
 # (== 32) as the ``count`` argument of ``sub``, so at most 32 periods are removed; kept as is.
