@@ -154,6 +154,9 @@ def build_parser() -> argparse.ArgumentParser:
     _model_args(p)
     p.add_argument("--merge", required=True, metavar="OUT", help="output folder")
     p.set_defaults(func=cmd_export)
+
+    # Commands that live with their subsystem register here, one explicit line each:
+    # (e.g. `from eval.cli import add_eval_parser; add_eval_parser(sub)`)
     return parser
 
 
