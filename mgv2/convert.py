@@ -86,18 +86,17 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32", overwri
     torch_dtype = _torch_dtype(dtype)
 
     from transformers import AutoModelForCausalLM, AutoTokenizer
-    from transformers.utils.quantization_config import GgufConfig
 
     folder, name = str(gguf_path.parent), gguf_path.name
+    try:  # transformers 5 can keep GGUF blocks packed; ask for plain dense weights
+        from transformers.utils.quantization_config import GgufConfig
+
+        load_kwargs = {"quantization_config": GgufConfig(gguf_file=name, dequantize=True), "dtype": torch_dtype}
+    except ImportError:  # transformers 4 always dequantises GGUF
+        load_kwargs = {"torch_dtype": torch_dtype}
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=name, local_files_only=True)
-        model = AutoModelForCausalLM.from_pretrained(
-            folder,
-            gguf_file=name,
-            quantization_config=GgufConfig(gguf_file=name, dequantize=True),
-            dtype=torch_dtype,
-            local_files_only=True,
-        )
+        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, local_files_only=True, **load_kwargs)
     except (ValueError, KeyError, NotImplementedError) as e:
         raise ConvertError(f"transformers could not read {gguf_path} as a LLaMA-architecture GGUF: {e}") from e
     if model.config.model_type != "llama":

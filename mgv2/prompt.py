@@ -89,6 +89,9 @@ class PromptEncoder:
         self.pad_id = int(tokenizer.pad_token_id)
         self.bos_id = int(tokenizer.bos_token_id)
         self.eos_id = int(tokenizer.eos_token_id)
+        # Llama-2 spells these "<s>" / "</s>"; another LLM (SmolLM2) has its own strings.
+        self.bos_text = str(tokenizer.bos_token)
+        self.eos_text = str(tokenizer.eos_token)
 
     # -- text pieces ---------------------------------------------------------------------
     def _tok(self, text: str, special: bool = False) -> list[int]:
@@ -134,7 +137,7 @@ class PromptEncoder:
         image_start = None if image_start is None else image_start + 1
         for i, turn in enumerate(sample.turns):
             if i > 0:
-                q = self._tok("<s>" + TEMPLATE.format(turn.instruction))
+                q = self._tok(self.bos_text + TEMPLATE.format(turn.instruction))
                 ids += q
                 labels += [IGNORE_INDEX] * len(q)
             a = self._tok(turn.answer)[: self.max_answer_tokens] + [self.eos_id]
@@ -148,13 +151,13 @@ class PromptEncoder:
         if sample.turns[-1].answer is not None:
             raise PromptError("the last turn of an inference prompt must have no answer yet")
         has_image = sample.image is not None
-        text = "<s>" + self._first_turn_text(sample.turns[0].instruction, has_image, training=False)
+        text = self.bos_text + self._first_turn_text(sample.turns[0].instruction, has_image, training=False)
         rest = ""
         for i, turn in enumerate(sample.turns):
             if i > 0:
-                rest += "<s>" + TEMPLATE.format(turn.instruction)
+                rest += self.bos_text + TEMPLATE.format(turn.instruction)
             if turn.answer is not None:
-                rest += f" {turn.answer}</s>"
+                rest += f" {turn.answer}{self.eos_text}"
         ids, image_start = self._with_image(text, has_image, special=True)
         ids += self._tok(rest)
         return Encoded(ids, [IGNORE_INDEX] * len(ids), image_start)
@@ -200,10 +203,10 @@ class PromptEncoder:
     def decode(self, token_ids: Sequence[int]) -> str:
         """Official post-processing of generated ids (SPEC §3)."""
         text = self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
-        return postprocess(text)
+        return postprocess(text, self.bos_text, self.eos_text)
 
 
-def postprocess(text: str) -> str:
+def postprocess(text: str, bos: str = "<s>", eos: str = "</s>") -> str:
     """Cut at ``</s>``, drop ``<s>``, keep what follows the last ``[/INST]``, strip."""
-    text = text.split("</s>")[0].replace("<s>", "")
+    text = text.split(eos)[0].replace(bos, "")
     return text.split("[/INST]")[-1].strip()

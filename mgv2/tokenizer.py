@@ -10,7 +10,11 @@ word boundaries, digits one per token, byte fallback (ids 3..258 are ``<0x00>``.
 as in Llama), BOS added with special tokens on, and ``$$`` one token.  Unlike Llama-2 (which
 splits them into pieces) the prompt markers, task tags and the coordinates ``<0>``..``<100>``
 are single-id *non-special* added tokens, so a tiny model sees short sequences while decoding
-(even with ``skip_special_tokens=True``) still gives the plain text back.
+(even with ``skip_special_tokens=True``) still gives the plain text back.  ``$$`` is a BPE
+piece (id 1932 in the shipped tokenizer) that transformers also registers as the special pad
+token, so ``decode(..., skip_special_tokens=True)`` drops it, as it does for Llama-2 once its
+pad is ``$$``.  Rebuild the shipped folder with ``python -m mgv2.tokenizer`` (deterministic;
+the corpus takes the instruction templates from ``tasks.TASKS``).
 """
 
 from __future__ import annotations
@@ -20,8 +24,8 @@ import os
 import re
 import shutil
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 from mgv2.errors import MGV2Error
 
@@ -33,7 +37,9 @@ MARKUP_TOKENS = ("<p>", "</p>", "<delim>", "<Img>", "</Img>", "<ImageHere>", "[I
 TASK_TAGS = ("[refer]", "[identify]", "[grounding]", "[detection]", "[vqa]", "[caption]")
 ADDED_TOKENS = COORD_TOKENS + MARKUP_TOKENS + TASK_TAGS
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer.model")
-_ADDED_RE = re.compile("(" + "|".join(re.escape(t) for t in sorted((UNK, BOS, EOS, *ADDED_TOKENS), key=len, reverse=True)) + ")")
+_ADDED_RE = re.compile(
+    "(" + "|".join(re.escape(t) for t in sorted((UNK, BOS, EOS, *ADDED_TOKENS), key=len, reverse=True)) + ")"
+)
 
 
 class TokenizerError(MGV2Error):
@@ -204,30 +210,43 @@ def train_tiny_tokenizer(texts: Iterable[str], out_dir: Path, vocab_size: int = 
 
 TINY_TOKENIZER_DIR = Path(__file__).resolve().parent / "assets" / "tiny_tokenizer"
 
-_OBJECTS = (
+
+def _words(text: str) -> list[str]:
+    return text.split()
+
+
+_OBJECTS = _words(
     "balloon ball box cup star kite apple banana orange car bus truck bike boat plane train dog cat "
-    "bird horse cow sheep bear zebra giraffe elephant person man woman boy girl child baby chair table "
-    "bed sofa couch lamp clock vase book bottle glass plate bowl spoon fork knife pizza cake donut sandwich "
-    "hat shirt shoe bag umbrella phone laptop tv screen window door tree flower plant grass sky cloud sun "
-    "moon road street sign light pole fence wall house building bridge river lake sea beach sand snow hill "
-    "mountain rock stone toy block cube sphere cylinder cone ring triangle square circle heart shape frisbee "
-    "skateboard surfboard kite racket bench sink oven fridge toilet keyboard mouse remote scissors teddy"
-).split()
-_COLOURS = "red green blue yellow orange purple pink brown black white gray grey gold silver cyan".split()
-_SIZES = "big small large tiny huge little tall short long wide thin round".split()
-_MATERIALS = "wooden metal plastic glass paper striped dotted shiny dark bright".split()
+    "bird horse cow sheep bear zebra giraffe elephant person man woman boy girl child baby chair "
+    "table bed sofa couch lamp clock vase book bottle glass plate bowl spoon fork knife pizza cake "
+    "donut sandwich hat shirt shoe bag umbrella phone laptop tv screen window door tree flower plant "
+    "grass sky cloud sun moon road street sign light pole fence wall house building bridge river lake "
+    "sea beach sand snow hill mountain rock stone toy block cube sphere cylinder cone ring triangle "
+    "square circle heart shape frisbee skateboard surfboard kite racket bench sink oven fridge toilet "
+    "keyboard mouse remote scissors teddy"
+)
+_COLOURS = _words(
+    "red green blue yellow orange purple pink brown black white gray grey gold silver cyan"
+)
+_SIZES = _words(
+    "big small large tiny huge little tall short long wide thin round"
+)
+_MATERIALS = _words(
+    "wooden metal plastic glass paper striped dotted shiny dark bright"
+)
 _RELATIONS = (
     "left of", "right of", "above", "below", "under", "over", "on top of", "next to", "behind", "in front of",
     "inside", "near", "far from", "beside", "between", "touching", "on", "in", "at",
 )
 _SUPERLATIVES = ("the biggest", "the smallest", "the leftmost", "the rightmost", "the top", "the bottom",
                  "the middle", "the closest", "the farthest", "the tallest", "the only")
-_VERBS = (
-    "is are was were has have holds holding sits sitting stands standing lies lying runs running walks walking "
-    "flies flying plays playing eats eating looks looking rides riding carries carrying throws throwing catches "
-    "jumps jumping floats floating hangs hanging leans leaning wears wearing points pointing shows showing "
-    "contains containing covers covered painted filled made parked placed stacked surrounded"
-).split()
+_VERBS = _words(
+    "is are was were has have holds holding sits sitting stands standing lies lying runs running "
+    "walks walking flies flying plays playing eats eating looks looking rides riding carries carrying "
+    "throws throwing catches jumps jumping floats floating hangs hanging leans leaning wears wearing "
+    "points pointing shows showing contains containing covers covered painted filled made parked "
+    "placed stacked surrounded"
+)
 _CHAT = (
     "Hello! How can I help you today?", "Sure, here is a short description of the picture.",
     "I can see {n} {o}s in this image.", "The {o} appears to be {c} and {s}.",
@@ -235,7 +254,9 @@ _CHAT = (
     "What do you think the {o} is used for?", "Thank you, that is very helpful.",
     "The answer is {n}.", "I am not sure, but it might be a {o}.",
 )
-_NUMBER_WORDS = "zero one two three four five six seven eight nine ten eleven twelve".split()
+_NUMBER_WORDS = _words(
+    "zero one two three four five six seven eight nine ten eleven twelve"
+)
 _ANSWERS = ("yes", "no", "true", "false", "Yes", "No", "True", "False", "unanswerable", "none", "maybe")
 _QUESTIONS = (
     "what color is the {o}?", "how many {o}s are there?", "is there a {c} {o}?", "what is {r} the {o}?",
@@ -255,13 +276,16 @@ _INSTRUCTIONS = (
     "A short image caption:", "A short image description:", "A photo of", "An image that shows",
     "Write a short description for the image.", "Write a description for the photo.",
     "Provide a description of what is presented in the photo.", "Briefly summarize the content of the photo.",
-    "Can you briefly explain what you see in the image?", "Could you use a few words to describe what you perceive in the photo?",
+    "Can you briefly explain what you see in the image?",
+    "Could you use a few words to describe what you perceive in the photo?",
     "Please provide a short depiction of the picture.", "Using language, provide a short account of the image.",
     "Use a few words to illustrate what is happening in the picture.",
     "Based on the image, respond to this question with a short answer:",
     "Based on the image, is this statement true or false?",
-    "The question is '{q}' Based on the image, answer the question with a single word or phrase. and reply "
-    "'unanswerable' when the provided information is insufficient",
+    (
+        "The question is '{q}' Based on the image, answer the question with a single word or phrase. and reply "
+        "'unanswerable' when the provided information is insufficient"
+    ),
     "please describe this image in details", "describe this image as detailed as possible",
     "summarize this image in details", "give a thorough description of what you see in this image",
     "describe this image in detail", "what is this", "You are a helpful assistant.",
