@@ -314,3 +314,215 @@ def save_yaml(obj: Any, path: str | Path) -> None:
     from mgv2.io import atomic_write_text
 
     atomic_write_text(Path(path), yaml.safe_dump(to_dict(obj), sort_keys=False))
+
+
+# ---------------------------------------------------------------------------------------------
+# training (``mgv2 train``; SPEC §5).  A stage is one of these configs, never code.
+
+OptimName = Literal["adamw"]
+ScheduleStyle = Literal["cosine", "epoch_cosine", "constant"]
+DistributedMode = Literal["ddp", "fsdp"]
+
+
+@dataclass
+class DatasetEntry:
+    """One dataset of the mixture: a reader (``tasks.readers.SOURCES[source]``) turns the files
+    under ``path`` into records, a task (``tasks.TASKS[task]``) turns each record into samples.
+
+    ``batch_size`` is what ONE iteration of this dataset takes for the whole job (all processes
+    together, times ``TrainConfig.batch_scale``); under torchrun each process takes its slice.
+    ``ratio`` is the relative chance that an iteration draws this dataset (the official
+    ``sample_ratio``)."""
+
+    source: str
+    task: str
+    name: str = ""  # label in logs; defaults to ``source`` (must be unique in the mixture)
+    path: str | None = None  # root folder for the reader, relative to TrainConfig.data_root
+    split: str = "train"
+    ratio: float = 1.0
+    batch_size: int = 1
+    options: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the reader
+
+    def __post_init__(self) -> None:
+        if not self.source.strip():
+            raise ConfigError("datasets[*].source is empty; name a reader such as refcoco or vqav2")
+        if not self.name:
+            self.name = self.source
+        if not (self.ratio > 0):
+            raise ConfigError(f"dataset {self.name}: ratio must be > 0, got {self.ratio}")
+        _positive(self, "batch_size")
+        known = _known_tasks()
+        if known is not None and self.task not in known:
+            raise ConfigError(f"dataset {self.name}: unknown task {self.task!r}; choose from {sorted(known)}")
+        sources = _known_sources()
+        if sources is not None and self.source not in sources:
+            raise ConfigError(
+                f"dataset {self.name}: unknown source {self.source!r}; tasks.readers.SOURCES has {sorted(sources)}"
+            )
+
+
+def _known_tasks() -> set[str] | None:
+    try:
+        from tasks import TASKS
+    except ImportError:  # pragma: no cover - the tasks package ships with mgv2
+        return None
+    return set(TASKS)
+
+
+def _known_sources() -> set[str] | None:
+    """The reader names, once ``tasks.readers.SOURCES`` exists (None before that)."""
+    try:
+        from tasks.readers import SOURCES  # type: ignore[attr-defined]
+    except ImportError:
+        return None
+    return set(SOURCES)
+
+
+@dataclass
+class OptimConfig:
+    """AdamW; weight decay applies to matrices only (0 for biases, norms and every 1-D tensor)."""
+
+    name: OptimName = "adamw"
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.05
+
+    def __post_init__(self) -> None:
+        if len(self.betas) != 2 or not all(0 <= b < 1 for b in self.betas):
+            raise ConfigError(f"optim.betas must be two numbers in [0, 1), got {self.betas}")
+        if self.eps <= 0 or self.weight_decay < 0:
+            raise ConfigError("optim.eps must be > 0 and optim.weight_decay >= 0")
+
+
+@dataclass
+class ScheduleConfig:
+    """Learning rate per optimizer step: linear warm-up from ``warmup_start_lr`` to ``lr`` over
+    ``warmup_steps``, then
+
+    * ``cosine``: cosine from ``lr`` to ``min_lr`` over the remaining steps (smooth, per step);
+    * ``epoch_cosine``: the official LAVIS scheduler: warm-up only inside the first epoch, then
+      ``min_lr + (lr - min_lr) * (1 + cos(pi * epoch / epochs)) / 2`` held for each epoch of
+      ``iters_per_epoch`` steps (the released stage-3 recipe: 50 epochs x 1000 iterations);
+    * ``constant``: ``lr`` after the warm-up.
+    """
+
+    lr: float = 1e-5
+    min_lr: float = 1e-6
+    warmup_start_lr: float = 1e-6
+    warmup_steps: int = 1000
+    style: ScheduleStyle = "cosine"
+    iters_per_epoch: int | None = None  # epoch_cosine only
+
+    def __post_init__(self) -> None:
+        if not (self.lr > 0) or self.min_lr < 0 or self.warmup_start_lr < 0:
+            raise ConfigError("schedule: lr must be > 0, min_lr and warmup_start_lr >= 0")
+        if self.min_lr > self.lr:
+            raise ConfigError(f"schedule.min_lr {self.min_lr} is above schedule.lr {self.lr}")
+        if self.warmup_steps < 0:
+            raise ConfigError("schedule.warmup_steps must be >= 0")
+        if self.style == "epoch_cosine" and not (self.iters_per_epoch and self.iters_per_epoch > 0):
+            raise ConfigError("schedule.style epoch_cosine needs schedule.iters_per_epoch (e.g. 1000)")
+
+
+@dataclass
+class TrainConfig:
+    """One training stage.  Stage N starts from stage N-1's final checkpoint
+    (``runs/<name>/stage{N-1}/final``) when ``init_from`` is ``auto``.
+
+    What trains is configuration: ``trainable`` / ``vision_trainable_blocks`` / ``lora`` replace
+    the model config's values (e.g. ``[projector, lora]`` as published, ``vision`` with
+    ``vision_trainable_blocks: 4`` for ShareGPT4V's last-blocks recipe, ``llm`` with
+    ``lora: {enabled: false}`` for the full LLM)."""
+
+    name: str = "minigptv2"
+    stage: int = 1
+    model: str = "../model/minigptv2_7b.yaml"  # model config YAML, relative to this file
+    model_overrides: list[str] = field(default_factory=list)  # key=value onto the model config
+    init_from: str | None = "auto"  # checkpoint folder / released .pth; auto = stage N-1's final; null = none
+    output_dir: str | None = None  # default runs/<name>/stage<stage> (relative to the working directory)
+    data_root: str = "data"  # dataset paths are relative to this (itself relative to the working directory)
+    datasets: list[DatasetEntry] = field(default_factory=list)
+    steps: int = 1000  # optimizer steps
+    grad_accum: int = 1  # iterations per optimizer step (each iteration draws its own dataset)
+    batch_scale: int = 1  # multiplies every dataset's batch_size (per-GPU sizes x number of GPUs)
+    save_every: int = 1000
+    keep_checkpoints: int = 2  # step checkpoints kept besides final/
+    log_every: int = 10
+    clip_grad: float | None = None  # max global grad norm; null = no clipping
+    precision: Precision = "fp32"  # autocast dtype on GPU (fp16 adds a GradScaler); CPU runs fp32
+    seed: int = 42
+    num_workers: int = 2  # DataLoader workers (tokenisation, images) per process
+    gradient_checkpointing: bool = False  # LLM and vision encoder
+    distributed: DistributedMode = "ddp"  # fsdp shards the model for ones that do not fit one GPU
+    progress: bool = True  # tqdm bar on rank 0
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    trainable: list[str] | None = None  # null = the model config's
+    vision_trainable_blocks: int | None = None
+    lora: LoRAConfig | None = None
+    base_dir: str | None = None  # folder of the YAML file (set by load_yaml)
+
+    def __post_init__(self) -> None:
+        _positive(self, "stage", "steps", "grad_accum", "batch_scale", "save_every", "log_every",
+                  "keep_checkpoints")
+        if self.num_workers < 0:
+            raise ConfigError("num_workers must be >= 0")
+        if not self.datasets:
+            raise ConfigError("datasets is empty; list at least one {source, task, path, ratio, batch_size}")
+        names = [d.name for d in self.datasets]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ConfigError(f"dataset names must be unique; repeated: {dup} (set name: for each)")
+        if self.clip_grad is not None and self.clip_grad <= 0:
+            raise ConfigError("clip_grad must be > 0 or null")
+        if self.trainable is not None:
+            unknown = [p for p in self.trainable if p not in TRAINABLE_PARTS]
+            if unknown:
+                raise ConfigError(f"trainable: unknown part(s) {unknown}; choose from {list(TRAINABLE_PARTS)}")
+        if self.vision_trainable_blocks is not None and self.vision_trainable_blocks < 0:
+            raise ConfigError("vision_trainable_blocks must be >= 0")
+        if self.schedule.warmup_steps > self.steps:
+            raise ConfigError(f"schedule.warmup_steps {self.schedule.warmup_steps} exceeds steps {self.steps}")
+
+    # -- resolved paths ------------------------------------------------------------------------
+    def path(self, value: str | None) -> Path | None:
+        """A path written in this file (``model``): relative to the file's folder."""
+        return resolve_path(value, Path(self.base_dir) if self.base_dir else None)
+
+    @property
+    def out_dir(self) -> Path:
+        return Path(os.path.expanduser(self.output_dir or f"runs/{self.name}/stage{self.stage}"))
+
+    def init_path(self) -> Path | None:
+        """What the stage starts from: ``auto`` = stage N-1's ``final`` (none for stage 1)."""
+        if self.init_from is None:
+            return None
+        if self.init_from == "auto":
+            return None if self.stage == 1 else Path(f"runs/{self.name}/stage{self.stage - 1}/final")
+        return resolve_path(self.init_from)
+
+    def dataset_root(self, entry: DatasetEntry) -> Path:
+        root = Path(os.path.expanduser(self.data_root))
+        return root / os.path.expanduser(entry.path) if entry.path else root
+
+    def model_config(self) -> ModelConfig:
+        """The model config file plus ``model_overrides`` and this stage's trainable settings,
+        validated as one ModelConfig."""
+        path = self.path(self.model)
+        if path is None or not path.is_file():
+            raise ConfigError(f"model config not found: {path} (TrainConfig.model is relative to the train YAML)")
+        cfg = load_yaml(ModelConfig, path, list(self.model_overrides))
+        data = dataclasses.asdict(cfg)
+        if self.trainable is not None:
+            data["trainable"] = list(self.trainable)
+        if self.vision_trainable_blocks is not None:
+            data["vision_trainable_blocks"] = self.vision_trainable_blocks
+        if self.lora is not None:
+            data["lora"] = dataclasses.asdict(self.lora)
+        if self.gradient_checkpointing:
+            data["llm"]["gradient_checkpointing"] = True
+            data["vision"]["gradient_checkpointing"] = True
+        try:
+            return from_dict(ModelConfig, data)
+        except ConfigError as e:
+            raise ConfigError(f"the stage's model settings do not fit {path}: {e}") from None

@@ -1,0 +1,229 @@
+"""Training data: record -> task -> Sample -> Encoded (+ pixels) -> Batch.
+
+Everything that touches strings or image files runs here, inside DataLoader workers; the
+model only ever receives a :class:`mgv2.prompt.Batch` of ids, masks and pixels.
+
+* :class:`TaskDataset`: one source's records and the task that turns each into a sample;
+  ``build(index, seed)`` draws the task's random choices from ``seed``, tokenises the sample and
+  loads and preprocesses its image;
+* :class:`MixtureDataset`: the datasets of a stage, indexed by ``(iteration, SampleKey)``;
+* :class:`MixtureBatchSampler`: runs a :class:`mgv2.mixture.Mixture` and yields this process's
+  slice of each iteration's global batch, remembering the mixture state after every iteration
+  still in flight, so a checkpoint stores the position of what was actually consumed;
+* :class:`TrainCollator`: right-padded :class:`Batch` plus counts, wrapped in a :class:`TrainBatch`.
+"""
+
+from __future__ import annotations
+
+import os
+import random
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from mgv2.config import DatasetEntry, TrainConfig
+from mgv2.errors import MGV2Error
+from mgv2.image import ImageProcessor, load_image
+from mgv2.mixture import Mixture, MixtureError, SampleKey, rank_slice
+from mgv2.prompt import IGNORE_INDEX, Batch, Encoded, PromptEncoder
+
+
+class DataBuildError(MGV2Error):
+    """A record could not be turned into a training sample; names dataset and record."""
+
+
+@dataclass
+class TrainItem:
+    """One built sample: token ids and labels, and the preprocessed image (or None)."""
+
+    encoded: Encoded
+    pixels: torch.Tensor | None
+    dataset: int
+    iteration: int = -1
+
+
+@dataclass
+class TrainBatch:
+    """A collated batch and what the loop needs to know about it."""
+
+    batch: Batch
+    iteration: int
+    dataset: int
+    num_samples: int
+    num_tokens: int  # non-padding tokens
+    num_answer_tokens: int  # tokens with a loss
+
+
+class TaskDataset(Dataset):
+    """``records`` of one source + the task that builds a training sample from each."""
+
+    def __init__(
+        self,
+        name: str,
+        records: Sequence[Any],
+        task,
+        encoder: PromptEncoder,
+        processor: ImageProcessor,
+        index: int = 0,
+    ) -> None:
+        self.name = name
+        self.records = records
+        self.task = task
+        self.encoder = encoder
+        self.processor = processor
+        self.index = index
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    def build(self, i: int, seed: str) -> TrainItem:
+        record = self.records[i]
+        try:
+            sample = self.task.build(record, random.Random(seed))
+            encoded = self.encoder.encode_train(sample)
+            pixels = None if sample.image is None else self.processor(load_image(sample.image))
+        except MGV2Error as err:
+            raise DataBuildError(f"dataset {self.name!r}, record {i}: {err}") from err
+        return TrainItem(encoded, pixels, self.index)
+
+    def __getitem__(self, i: int) -> TrainItem:
+        return self.build(i, f"{self.name}:{i}")
+
+
+class MixtureDataset(Dataset):
+    """The datasets of a stage; items are addressed by ``(iteration, SampleKey)``."""
+
+    def __init__(self, datasets: Sequence[TaskDataset]) -> None:
+        self.datasets = list(datasets)
+
+    def __len__(self) -> int:
+        return sum(len(d) for d in self.datasets)
+
+    def __getitem__(self, item: tuple[int, SampleKey]) -> TrainItem:
+        iteration, key = item
+        built = self.datasets[key.dataset].build(key.index, key.seed)
+        built.iteration = iteration
+        return built
+
+
+class MixtureBatchSampler:
+    """Yields this process's slice of each iteration of ``mixture`` (forever).
+
+    DataLoader iterates the batch sampler in the main process, ahead of what the loop has
+    consumed (prefetching); :meth:`state_after` gives the mixture state right after a given
+    iteration, for checkpoints."""
+
+    def __init__(self, mixture: Mixture, rank: int = 0, world: int = 1) -> None:
+        small = [(n, b) for n, b in zip(mixture.names, mixture.batch_sizes) if b < world]
+        if small:
+            raise MixtureError(
+                f"datasets {small} have a global batch smaller than the {world} processes; raise their "
+                "batch_size or batch_scale so every process gets at least one sample"
+            )
+        self.mixture = mixture
+        self.rank = rank
+        self.world = world
+        self._states: dict[int, dict] = {}
+
+    def __iter__(self):
+        while True:
+            draw = self.mixture.next()
+            self._states[draw.iteration] = self.mixture.state_dict()
+            part = draw.keys[rank_slice(len(draw.keys), self.rank, self.world)]
+            yield [(draw.iteration, k) for k in part]
+
+    def state_after(self, iteration: int) -> dict:
+        """The mixture state after ``iteration``; forgets older states."""
+        for old in [i for i in self._states if i < iteration]:
+            del self._states[old]
+        if iteration not in self._states:
+            raise KeyError(f"no mixture state for iteration {iteration}")
+        return self._states[iteration]
+
+
+class TrainCollator:
+    """TrainItems of one iteration -> a right-padded TrainBatch (images in sample order)."""
+
+    def __init__(self, encoder: PromptEncoder) -> None:
+        self.encoder = encoder
+
+    def __call__(self, items: Sequence[TrainItem]) -> TrainBatch:
+        pixels = [it.pixels for it in items if it.pixels is not None]
+        batch = self.encoder.collate(
+            [it.encoded for it in items],
+            padding_side="right",
+            pixel_values=torch.stack(pixels) if pixels else None,
+        )
+        labels = batch.labels
+        return TrainBatch(
+            batch=batch,
+            iteration=items[0].iteration,
+            dataset=items[0].dataset,
+            num_samples=len(items),
+            num_tokens=int(batch.attention_mask.sum()),
+            num_answer_tokens=0 if labels is None else int((labels[:, 1:] != IGNORE_INDEX).sum()),
+        )
+
+
+def _worker_init(_: int) -> None:
+    os.environ["TOKENIZERS_PARALLELISM"] = "false"
+    torch.set_num_threads(1)
+
+
+def make_loader(
+    dataset: MixtureDataset,
+    sampler: MixtureBatchSampler,
+    collator: TrainCollator,
+    num_workers: int,
+    pin_memory: bool = False,
+) -> DataLoader:
+    """DataLoader whose workers build and collate the samples.  It owns a seeded generator so it
+    never draws from the global torch RNG (which the model's dropout uses)."""
+    return DataLoader(
+        dataset,
+        batch_sampler=sampler,
+        collate_fn=collator,
+        num_workers=num_workers,
+        pin_memory=pin_memory,
+        worker_init_fn=_worker_init if num_workers else None,
+        prefetch_factor=2 if num_workers else None,
+        generator=torch.Generator().manual_seed(0),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# records from the configured sources
+
+
+def reader_for(source: str) -> Callable[..., list]:
+    """``tasks.readers.SOURCES[source]`` with a clear error when it is missing."""
+    try:
+        from tasks.readers import SOURCES  # type: ignore[attr-defined]
+    except ImportError as err:
+        raise DataBuildError(
+            "tasks.readers.SOURCES is not available, so datasets cannot be read from disk; pass records "
+            "in memory (Trainer(records=...)) or install the readers"
+        ) from err
+    if source not in SOURCES:
+        raise DataBuildError(f"unknown dataset source {source!r}; known: {sorted(SOURCES)}")
+    return SOURCES[source]
+
+
+def read_records(cfg: TrainConfig, entry: DatasetEntry) -> list:
+    root: Path = cfg.dataset_root(entry)
+    if not root.exists():
+        raise DataBuildError(
+            f"dataset {entry.name}: {root} does not exist (data_root={cfg.data_root!r}, path={entry.path!r}); "
+            "set data_root=... or the dataset's path"
+        )
+    try:
+        records = reader_for(entry.source)(root, split=entry.split, **entry.options)
+    except TypeError as err:
+        raise DataBuildError(f"dataset {entry.name}: reader {entry.source!r} refused its options: {err}") from err
+    if not records:
+        raise DataBuildError(f"dataset {entry.name}: the reader found no records under {root} (split {entry.split})")
+    return list(records)

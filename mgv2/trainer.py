@@ -1,0 +1,670 @@
+"""The training loop (SPEC §5): one stage = one :class:`mgv2.config.TrainConfig`.
+
+    cfg = load_yaml(TrainConfig, "configs/train/tiny_stage2.yaml")
+    Trainer(cfg).train()
+
+* AdamW in two groups: decay for matrices, none for biases, norms and every 1-D tensor;
+* learning rate per optimizer step from :func:`lr_at` (warm-up, then cosine);
+* each optimizer step runs ``grad_accum`` iterations, each drawing one dataset of the mixture;
+  the loss of a step is the mean over ALL answer tokens of all its iterations and processes
+  (token-weighted), so one process and N processes give the same loss and gradients;
+* bf16/fp16 autocast on GPU (fp16 with a GradScaler), optional clipping, gradient checkpointing;
+* under torchrun: DistributedDataParallel (gloo on CPU, nccl on GPU), or FSDP2 ``fully_shard``
+  per transformer block (``distributed: fsdp``) for models that do not fit one GPU;
+* checkpoints every ``save_every`` steps, written atomically: the mgv2 model folder
+  (:func:`mgv2.checkpoint.save_checkpoint`) plus ``train_state.pt`` (optimizer, scaler, step,
+  mixture position, every process's RNG states; plain types and tensors, read back with
+  ``weights_only=True``); ``resume=True`` continues with the same losses;
+* a NaN/inf loss stops the run with a :class:`TrainingError` after writing a checkpoint of the
+  last good state;
+* rank 0 shows a tqdm bar and appends one JSON line per ``log_every`` steps to ``log.jsonl``
+  (loss, lr, samples/s, tokens/s).
+
+Output folder (``output_dir``, default ``runs/<name>/stage<N>``)::
+
+    train.yaml              the resolved TrainConfig
+    log.jsonl
+    checkpoints/step_0001000/{config.yaml, model.safetensors, adapter/, train_state.pt}
+    checkpoints/latest      name of the newest complete checkpoint
+    final/                  the last step's checkpoint: what stage N+1 starts from
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import json
+import math
+import os
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from mgv2.config import ScheduleConfig, TrainConfig, save_yaml
+from mgv2.errors import CheckpointError, MGV2Error
+from mgv2.io import atomic_path, atomic_write_text
+from mgv2.prompt import IGNORE_INDEX, Batch
+
+STATE_FILE = "train_state.pt"
+STATE_VERSION = 1
+
+
+class TrainingError(MGV2Error):
+    """Training cannot go on (a NaN loss, nothing to resume ...); the message says what to do."""
+
+
+# ---------------------------------------------------------------------------------------------
+# optimizer and schedule
+
+
+def no_decay(name: str, param: torch.Tensor) -> bool:
+    """SPEC §5: no weight decay for biases, norms and 1-D parameters."""
+    low = name.lower()
+    return param.ndim < 2 or low.endswith(".bias") or "norm" in low or "ln_vision" in low
+
+
+def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
+    """The trainable parameters in two AdamW groups (decay / no decay), in a fixed order."""
+    decay, plain, decay_names, plain_names = [], [], [], []
+    for name, p in model.named_parameters():
+        if not p.requires_grad:
+            continue
+        if no_decay(name, p):
+            plain.append(p)
+            plain_names.append(name)
+        else:
+            decay.append(p)
+            decay_names.append(name)
+    if not decay and not plain:
+        raise TrainingError("nothing to train: no parameter requires grad (check trainable: in the configs)")
+    groups = []
+    if decay:
+        groups.append({"params": decay, "weight_decay": weight_decay, "names": decay_names})
+    if plain:
+        groups.append({"params": plain, "weight_decay": 0.0, "names": plain_names})
+    return groups
+
+
+def build_optimizer(model: nn.Module, cfg: TrainConfig) -> torch.optim.Optimizer:
+    groups = param_groups(model, cfg.optim.weight_decay)
+    for g in groups:
+        g.pop("names")
+    return torch.optim.AdamW(
+        groups, lr=cfg.schedule.lr, betas=tuple(cfg.optim.betas), eps=cfg.optim.eps,
+        weight_decay=cfg.optim.weight_decay,
+    )
+
+
+def lr_at(step: int, sched: ScheduleConfig, total_steps: int) -> float:
+    """Learning rate of optimizer step ``step`` (0-based) of ``total_steps``."""
+    w, lr, lo, start = sched.warmup_steps, sched.lr, sched.min_lr, sched.warmup_start_lr
+    if sched.style == "epoch_cosine":  # LAVIS LinearWarmupCosineLRScheduler, stepped per epoch
+        ipe = int(sched.iters_per_epoch or 1)
+        epoch, it = divmod(step, ipe)
+        if epoch == 0 and w > 0:
+            return min(lr, start + (lr - start) * it / w)
+        epochs = max(1, math.ceil(total_steps / ipe))
+        return lo + (lr - lo) * 0.5 * (1.0 + math.cos(math.pi * epoch / epochs))
+    if step < w:
+        return start + (lr - start) * step / w
+    if sched.style == "constant":
+        return lr
+    progress = (step - w) / max(1, total_steps - w)
+    return lo + (lr - lo) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+# ---------------------------------------------------------------------------------------------
+# the module DDP / FSDP wrap
+
+
+class LossModule(nn.Module):
+    """``forward(batch) -> (sum of answer-token losses, number of answer tokens)``.
+
+    A batch without images still touches the trainable image branch with a zero-weighted dummy
+    image, so every trainable parameter gets a gradient in every step (DDP needs that, and
+    AdamW then treats every parameter the same way in one process or many)."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+        image_parts = ("visual_encoder.", "ln_vision.", "llama_proj.")
+        self.touch_images = any(
+            p.requires_grad for n, p in model.named_parameters() if n.startswith(image_parts)
+        )
+        self.vision_dtype = model.visual_encoder.patch_embed.proj.weight.dtype
+        self.img_size = model.visual_encoder.cfg.img_size
+
+    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        if batch.pixel_values is not None:
+            batch = dataclasses.replace(batch, pixel_values=batch.pixel_values.to(self.vision_dtype))
+        out = self.model(batch)
+        if batch.labels is None:
+            raise TrainingError("a training batch has no answer tokens (labels); check the task's targets")
+        n = (batch.labels[:, 1:] != IGNORE_INDEX).sum()
+        loss_sum = out.loss.float() * n
+        if self.touch_images and batch.pixel_values is None:
+            dummy = torch.zeros(1, 3, self.img_size, self.img_size, device=batch.input_ids.device,
+                                dtype=self.vision_dtype)
+            loss_sum = loss_sum + 0.0 * self.model.embed_images(dummy).float().sum()
+        return loss_sum, n
+
+
+# ---------------------------------------------------------------------------------------------
+# distributed set-up
+
+
+@dataclass
+class DistInfo:
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+    device: torch.device = field(default_factory=lambda: torch.device("cpu"))
+
+    @property
+    def main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+
+def init_distributed(device: str | None = None) -> DistInfo:
+    """From torchrun's environment (WORLD_SIZE, RANK, LOCAL_RANK); a single process otherwise."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local = int(os.environ.get("LOCAL_RANK", "0"))
+    if device is None or device == "auto":
+        use_cuda = torch.cuda.is_available()
+        dev = torch.device(f"cuda:{local}") if use_cuda else torch.device("cpu")
+    else:
+        dev = torch.device(device)
+    if dev.type == "cuda":
+        torch.cuda.set_device(dev)
+    if world > 1:
+        import torch.distributed as dist
+
+        if not dist.is_initialized():
+            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return DistInfo(rank, world, local, dev)
+
+
+def _all_reduce(t: torch.Tensor, info: DistInfo) -> torch.Tensor:
+    if info.active:
+        import torch.distributed as dist
+
+        dist.all_reduce(t)
+    return t
+
+
+def _barrier(info: DistInfo) -> None:
+    if info.active:
+        import torch.distributed as dist
+
+        dist.barrier()
+
+
+def _rng_state(device: torch.device) -> dict:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict, device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+# ---------------------------------------------------------------------------------------------
+# the trainer
+
+
+@dataclass
+class StepRecord:
+    step: int  # 1-based: the number of optimizer steps done
+    loss: float
+    lr: float
+    datasets: list[str]
+    samples: int
+    tokens: int
+
+
+@dataclass
+class TrainResult:
+    history: list[StepRecord]
+    output_dir: Path
+    final: Path | None
+
+    @property
+    def losses(self) -> list[float]:
+        return [h.loss for h in self.history]
+
+
+class Trainer:
+    """One stage.  ``records`` (dataset name -> record list) replaces reading from disk (tests,
+    notebooks); ``resume`` continues from ``output_dir/checkpoints/latest``."""
+
+    def __init__(
+        self,
+        cfg: TrainConfig,
+        *,
+        records: dict[str, Sequence[Any]] | None = None,
+        resume: bool = False,
+        device: str | None = None,
+        verbose: bool = True,
+    ) -> None:
+        self.cfg = cfg
+        self.records = records
+        self.resume = resume
+        self.verbose = verbose
+        self.dist = init_distributed(device)
+        self.out = cfg.out_dir
+        self._setup()
+
+    # -- set-up ----------------------------------------------------------------------------
+    def _say(self, msg: str) -> None:
+        if self.verbose and self.dist.main:
+            print(f"[mgv2 train] {msg}", flush=True)
+
+    def _setup(self) -> None:
+        from mgv2.data import MixtureBatchSampler, MixtureDataset, TaskDataset, TrainCollator, read_records
+        from mgv2.mixture import Mixture
+        from mgv2.pipeline import Pipeline
+        from tasks import get_task
+
+        cfg, info = self.cfg, self.dist
+        self.latest = self._find_resume() if self.resume else None
+        if not self.resume and (self.out / "checkpoints" / "latest").is_file():
+            raise TrainingError(
+                f"{self.out} already holds a run; pass --resume to continue it, or set output_dir=... for a new one"
+            )
+        self.model_cfg = cfg.model_config()
+        init = cfg.init_path()
+        if init is not None and not init.exists():
+            raise TrainingError(
+                f"stage {cfg.stage} starts from {init}, which does not exist: run stage {cfg.stage - 1} first, "
+                "or set init_from=PATH (a checkpoint folder or released .pth) or init_from=null"
+            )
+        torch.manual_seed(cfg.seed)  # the same initial weights in every process
+        build_device = "cpu" if cfg.distributed == "fsdp" else info.device
+        pipe = Pipeline.from_config(self.model_cfg, checkpoint=init, device=str(build_device),
+                                    verbose=self.verbose and info.main)
+        self.pipe = pipe
+        self.model = pipe.model
+        if self.latest is not None:
+            from mgv2.checkpoint import load_checkpoint_folder
+
+            load_checkpoint_folder(self.model, self.latest)
+        self.model.train()
+        self.loss_module = LossModule(self.model)
+        self.wrapped = self._wrap(self.loss_module)
+        self.trainable = [p for p in self.loss_module.parameters() if p.requires_grad]
+        self.optimizer = build_optimizer(self.loss_module, cfg)
+        self.scaler = self._make_scaler()
+        self.autocast = self._autocast_ctx()
+
+        # data
+        entries = cfg.datasets
+        datasets = []
+        for i, entry in enumerate(entries):
+            recs = self.records[entry.name] if self.records is not None else read_records(cfg, entry)
+            datasets.append(TaskDataset(entry.name, recs, get_task(entry.task), pipe.encoder, pipe.processor, i))
+        self.mixture = Mixture(
+            [e.name for e in entries], [len(d) for d in datasets], [e.ratio for e in entries],
+            [e.batch_size * cfg.batch_scale for e in entries], seed=cfg.seed,
+        )
+        self.step = 0
+        if self.latest is not None:
+            self._load_state(self.latest)
+        else:
+            torch.manual_seed(cfg.seed + 1000 * info.rank)  # dropout: its own stream per process
+        self.sampler = MixtureBatchSampler(self.mixture, info.rank, info.world)
+        self.dataset = MixtureDataset(datasets)
+        self.collator = TrainCollator(pipe.encoder)
+        counts = {n: len(d) for n, d in zip(self.mixture.names, datasets)}
+        n_train = sum(p.numel() for p in self.trainable)
+        self._say(f"stage {cfg.stage}: {n_train:,} trainable parameters; datasets {counts}; "
+                  f"{info.world} process(es) on {info.device}; output {self.out}")
+
+    def _find_resume(self) -> Path:
+        pointer = self.out / "checkpoints" / "latest"
+        if not pointer.is_file():
+            raise TrainingError(f"nothing to resume in {self.out} (no checkpoints/latest); start without --resume")
+        folder = self.out / "checkpoints" / pointer.read_text().strip()
+        if not (folder / STATE_FILE).is_file():
+            raise TrainingError(f"{folder} has no {STATE_FILE}; the checkpoint is incomplete")
+        return folder
+
+    def _wrap(self, module: nn.Module) -> nn.Module:
+        info, cfg = self.dist, self.cfg
+        if cfg.distributed == "fsdp":
+            return self._wrap_fsdp(module)
+        if not info.active:
+            return module
+        from torch.nn.parallel import DistributedDataParallel as DDP
+
+        return DDP(module, device_ids=[info.device.index] if info.device.type == "cuda" else None,
+                   broadcast_buffers=False)
+
+    def _wrap_fsdp(self, module: nn.Module) -> nn.Module:
+        """FSDP2: each LLM decoder layer and each ViT block is its own shard group, the rest is
+        the root group.  Parameters are sharded onto this process's device."""
+        from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        from mgv2.vision import Block
+
+        dtype = self._amp_dtype()
+        mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype else MixedPrecisionPolicy()
+        module.to(self.dist.device)
+        layers = [m for m in module.modules() if type(m).__name__.endswith("DecoderLayer") or isinstance(m, Block)]
+        for layer in layers:
+            fully_shard(layer, mp_policy=mp)
+        fully_shard(module, mp_policy=mp)
+        return module
+
+    def _amp_dtype(self) -> torch.dtype | None:
+        if self.dist.device.type != "cuda" or self.cfg.precision == "fp32":
+            return None
+        return torch.float16 if self.cfg.precision == "fp16" else torch.bfloat16
+
+    def _autocast_ctx(self):
+        dtype = self._amp_dtype()
+        if dtype is None:
+            if self.cfg.precision != "fp32":
+                self._say(f"precision {self.cfg.precision} applies on GPU; this CPU run trains in fp32")
+            return contextlib.nullcontext
+        return lambda: torch.autocast("cuda", dtype=dtype)
+
+    def _make_scaler(self):
+        if self._amp_dtype() is torch.float16:
+            return torch.amp.GradScaler("cuda")
+        return None
+
+    # -- state -----------------------------------------------------------------------------
+    def _optim_state(self) -> dict:
+        if self.cfg.distributed == "fsdp":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, get_optimizer_state_dict
+
+            return get_optimizer_state_dict(
+                self.wrapped, self.optimizer, options=StateDictOptions(full_state_dict=True, cpu_offload=True)
+            )
+        return self.optimizer.state_dict()
+
+    def _load_optim_state(self, state: dict) -> None:
+        if self.cfg.distributed == "fsdp":
+            from torch.distributed.checkpoint.state_dict import StateDictOptions, set_optimizer_state_dict
+
+            set_optimizer_state_dict(
+                self.wrapped, self.optimizer, optim_state_dict=state,
+                options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True),
+            )
+        else:
+            self.optimizer.load_state_dict(state)
+
+    def _load_state(self, folder: Path) -> None:
+        try:
+            state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+        except Exception as err:  # several error types for a damaged file
+            raise CheckpointError(f"{folder / STATE_FILE} cannot be read ({type(err).__name__}: {err})") from err
+        if state.get("version") != STATE_VERSION:
+            raise CheckpointError(f"{folder / STATE_FILE}: unknown train_state version {state.get('version')}")
+        self.step = int(state["step"])
+        self._load_optim_state(state["optimizer"])
+        if self.scaler is not None and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        self.mixture.load_state_dict(state["mixture"])
+        rngs = state["rng"]
+        if self.dist.rank < len(rngs):
+            _set_rng_state(rngs[self.dist.rank], self.dist.device)
+        else:
+            torch.manual_seed(self.cfg.seed + 1000 * self.dist.rank + self.step)
+            self._say(f"resumed with more processes than saved ({len(rngs)}); new RNG streams for the others")
+        if int(state.get("world", 1)) != self.dist.world:
+            self._say(f"resumed on {self.dist.world} process(es), saved from {state.get('world')}")
+        self._say(f"resumed from {folder} at step {self.step}")
+
+    def _gather_rng(self) -> list[dict]:
+        mine = _rng_state(self.dist.device)
+        if not self.dist.active:
+            return [mine]
+        import torch.distributed as dist
+
+        cpu = {k: v.cpu() for k, v in mine.items()}
+        out: list = [None] * self.dist.world
+        dist.all_gather_object(out, cpu)
+        return out
+
+    def _model_state_for_save(self) -> dict[str, torch.Tensor] | None:
+        """FSDP only: the full trainable tensors on rank 0 (a collective call)."""
+        from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
+
+        sd = get_model_state_dict(
+            self.wrapped, options=StateDictOptions(full_state_dict=True, cpu_offload=True, ignore_frozen_params=True)
+        )
+        return {k.removeprefix("model."): v for k, v in sd.items()}
+
+    def save(self, name: str, mixture_state: dict, extra_dir: Path | None = None) -> Path | None:
+        """Write ``checkpoints/<name>`` atomically and point ``checkpoints/latest`` at it
+        (every process must call this; rank 0 writes).  ``extra_dir`` (final/) gets a copy."""
+        from mgv2.checkpoint import save_checkpoint
+
+        rng = self._gather_rng()
+        optim = self._optim_state()
+        full = self._model_state_for_save() if self.cfg.distributed == "fsdp" else None
+        folder = self.out / "checkpoints" / name
+        if self.dist.main:
+            state = {
+                "version": STATE_VERSION,
+                "step": self.step,
+                "world": self.dist.world,
+                "optimizer": optim,
+                "scaler": self.scaler.state_dict() if self.scaler is not None else {},
+                "scheduler": {"step": self.step, "lr": lr_at(self.step, self.cfg.schedule, self.cfg.steps)},
+                "mixture": mixture_state,
+                "rng": rng,
+            }
+            staging = folder.parent / f".{name}.staging"
+            if staging.exists():
+                shutil.rmtree(staging)
+            if full is None:
+                save_checkpoint(self.model, self.model_cfg, staging, extra={"step": str(self.step)})
+            else:
+                _save_full_state(self.model, self.model_cfg, staging, full)
+            with atomic_path(staging / STATE_FILE) as tmp:
+                torch.save(state, tmp)
+            if folder.exists():
+                shutil.rmtree(folder)
+            staging.rename(folder)
+            atomic_write_text(folder.parent / "latest", name + "\n")
+            self._prune()
+            if extra_dir is not None:
+                tmp_final = extra_dir.parent / f".{extra_dir.name}.staging"
+                if tmp_final.exists():
+                    shutil.rmtree(tmp_final)
+                shutil.copytree(folder, tmp_final)
+                if extra_dir.exists():
+                    shutil.rmtree(extra_dir)
+                tmp_final.rename(extra_dir)
+        _barrier(self.dist)
+        return folder if self.dist.main else None
+
+    def _prune(self) -> None:
+        ckpts = sorted(p for p in (self.out / "checkpoints").glob("step_*") if p.is_dir())
+        for old in ckpts[: -self.cfg.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+
+    # -- logging ---------------------------------------------------------------------------
+    def _open_log(self):
+        if not self.dist.main:
+            return None
+        path = self.out / "log.jsonl"
+        if path.is_file():  # drop lines past the resumed step (a run killed after its last save)
+            keep = [ln for ln in path.read_text().splitlines() if ln.strip() and json.loads(ln)["step"] <= self.step]
+            atomic_write_text(path, "".join(k + "\n" for k in keep))
+        return open(path, "a", encoding="utf-8")
+
+    # -- the loop --------------------------------------------------------------------------
+    def train(self, stop_after: int | None = None) -> TrainResult:
+        """Run to ``cfg.steps`` (or stop after step ``stop_after`` without a final checkpoint,
+        as a killed run would)."""
+        from mgv2.data import make_loader
+
+        cfg, info = self.cfg, self.dist
+        if info.main:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_yaml(cfg, self.out / "train.yaml")
+        loader = make_loader(self.dataset, self.sampler, self.collator, cfg.num_workers,
+                             pin_memory=info.device.type == "cuda")
+        batches = iter(loader)
+        log = self._open_log()
+        bar = None
+        if info.main and cfg.progress:
+            from tqdm import tqdm
+
+            bar = tqdm(total=cfg.steps, initial=self.step, desc=f"stage {cfg.stage}", dynamic_ncols=True)
+        history: list[StepRecord] = []
+        names = self.mixture.names
+        window = {"loss": 0.0, "steps": 0, "samples": 0, "tokens": 0, "t0": time.perf_counter()}
+        last_state = self.mixture.state_dict()
+        try:
+            while self.step < cfg.steps:
+                micro = [next(batches) for _ in range(cfg.grad_accum)]
+                counts = torch.tensor(
+                    [sum(m.num_answer_tokens for m in micro), sum(m.num_tokens for m in micro),
+                     sum(m.num_samples for m in micro)], dtype=torch.float64,
+                )
+                _all_reduce(counts, info)
+                total_answer = counts[0].item()
+                lr = lr_at(self.step, cfg.schedule, cfg.steps)
+                for g in self.optimizer.param_groups:
+                    g["lr"] = lr
+                loss_sum = self._forward_backward(micro, total_answer)
+                loss_t = torch.tensor([loss_sum], dtype=torch.float64)
+                _all_reduce(loss_t, info)
+                loss = loss_t.item() / max(total_answer, 1.0)
+                drawn = [names[m.dataset] for m in micro]
+                if not math.isfinite(loss):
+                    self.optimizer.zero_grad(set_to_none=True)
+                    where = self.save(f"step_{self.step:07d}", last_state)
+                    raise TrainingError(
+                        f"loss is {loss} at step {self.step + 1} (datasets {drawn}, lr {lr:.3g}); stopped. "
+                        f"The last good state is saved in {where or self.out / 'checkpoints'}. Lower schedule.lr, "
+                        "set clip_grad, use precision bf16 instead of fp16, or check that dataset's records; "
+                        "then continue with --resume"
+                    )
+                self._optimizer_step()
+                self.step += 1
+                last_state = self.sampler.state_after(micro[-1].iteration)
+                rec = StepRecord(self.step, loss, lr, drawn, int(counts[2].item()), int(counts[1].item()))
+                history.append(rec)
+                window["loss"] += loss
+                window["steps"] += 1
+                window["samples"] += rec.samples
+                window["tokens"] += rec.tokens
+                if bar is not None:
+                    bar.update(1)
+                    bar.set_postfix(loss=f"{loss:.4f}", lr=f"{lr:.2e}")
+                if self.step % cfg.log_every == 0 or self.step == cfg.steps:
+                    self._log(log, rec, window)
+                if self.step % cfg.save_every == 0 and self.step < cfg.steps:
+                    self.save(f"step_{self.step:07d}", last_state)
+                if stop_after is not None and self.step >= stop_after:
+                    return TrainResult(history, self.out, None)
+            final = self.save(f"step_{self.step:07d}", last_state, extra_dir=self.out / "final")
+            self._say(f"done: {self.step} steps; final checkpoint {self.out / 'final'}")
+            return TrainResult(history, self.out, self.out / "final" if final else None)
+        finally:
+            if bar is not None:
+                bar.close()
+            if log is not None:
+                log.close()
+            del batches
+
+    def _forward_backward(self, micro, total_answer: float) -> float:
+        """Backward of (sum of token losses) * world / total answer tokens: with DDP's gradient
+        averaging that is the token-weighted mean over every process and iteration."""
+        info = self.dist
+        scale = info.world / max(total_answer, 1.0)
+        loss_sum = 0.0
+        for j, tb in enumerate(micro):
+            sync = j == len(micro) - 1
+            ctx = self.wrapped.no_sync() if (info.active and not sync and hasattr(self.wrapped, "no_sync")) \
+                else contextlib.nullcontext()
+            if self.cfg.distributed == "fsdp" and hasattr(self.wrapped, "set_requires_gradient_sync"):
+                self.wrapped.set_requires_gradient_sync(sync)
+            batch = tb.batch.to(info.device)
+            with ctx:
+                with self.autocast():
+                    ls, _ = self.wrapped(batch)
+                scaled = ls * scale
+                if self.scaler is not None:
+                    scaled = self.scaler.scale(scaled)
+                scaled.backward()
+            loss_sum += float(ls.detach())
+        return loss_sum
+
+    def _optimizer_step(self) -> None:
+        if self.scaler is not None:
+            self.scaler.unscale_(self.optimizer)
+        if self.cfg.clip_grad is not None:
+            torch.nn.utils.clip_grad_norm_(self.trainable, self.cfg.clip_grad)
+        if self.scaler is not None:
+            self.scaler.step(self.optimizer)
+            self.scaler.update()
+        else:
+            self.optimizer.step()
+        self.optimizer.zero_grad(set_to_none=True)
+
+    def _log(self, log, rec: StepRecord, window: dict) -> None:
+        now = time.perf_counter()
+        dt = max(now - window["t0"], 1e-9)
+        line = {
+            "step": rec.step,
+            "loss": window["loss"] / window["steps"],
+            "step_loss": rec.loss,
+            "lr": rec.lr,
+            "datasets": rec.datasets,
+            "samples_per_s": window["samples"] / dt,
+            "tokens_per_s": window["tokens"] / dt,
+            "time": time.time(),
+        }
+        if log is not None:
+            log.write(json.dumps(line) + "\n")
+            log.flush()
+        window.update(loss=0.0, steps=0, samples=0, tokens=0, t0=now)
+
+
+def _save_full_state(model, cfg, out_dir: Path, full: dict[str, torch.Tensor]) -> Path:
+    """The mgv2 checkpoint folder from gathered tensors (FSDP): same layout as save_checkpoint."""
+    from safetensors.torch import save_file
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    lora = {k: v for k, v in full.items() if ".lora_" in k}
+    rest = {k: v.contiguous() for k, v in full.items() if ".lora_" not in k}
+    save_file(rest, str(out_dir / "model.safetensors"), metadata={"format": "mgv2"})
+    if lora:
+        peft_sd = {k.removeprefix("llama_model."): v for k, v in lora.items()}
+        model.llama_model.save_pretrained(str(out_dir / "adapter"), state_dict=peft_sd)
+    save_yaml(cfg, out_dir / "config.yaml")
+    return out_dir
+
+
+def run_stage(cfg: TrainConfig, resume: bool = False, **kwargs) -> TrainResult:
+    """Train one stage; closes the process group it opened."""
+    trainer = Trainer(cfg, resume=resume, **kwargs)
+    try:
+        return trainer.train()
+    finally:
+        if trainer.dist.active:
+            import torch.distributed as dist
+
+            if dist.is_initialized():
+                dist.destroy_process_group()
