@@ -9,8 +9,8 @@ from __future__ import annotations
 import html
 import io
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 from PIL import Image
 
@@ -236,6 +236,16 @@ def draw_region(image: Image.Image, region: Sequence[float] | None, pending: tup
         r = max(3, round(min(image.size) / 80))
         ImageDraw.Draw(out).ellipse((x - r, y - r, x + r, y + r), fill=color, outline="black")
     return out
+
+
+def draw_asked_region(image: Image.Image, exchange: Exchange, color: str) -> Image.Image:
+    """[identify]: the region the instruction asked about, labelled with the answer text."""
+    from mgv2.draw import draw_boxes
+
+    width, height = image.size
+    regions = [B.to_pixels(b, width, height) for b in B.parse(exchange.instruction).boxes if b.valid]
+    label = " ".join(exchange.parsed.text.split()[:8]) or None
+    return draw_boxes(image, [(label, regions)], colors=[color])
 
 
 def png_bytes(image: Image.Image) -> bytes:

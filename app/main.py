@@ -21,14 +21,14 @@ _ROOT = str(Path(__file__).resolve().parents[1])
 if _ROOT not in sys.path:  # `streamlit run app/main.py` puts app/ on the path, not the repository
     sys.path.insert(0, _ROOT)
 
-import streamlit as st  # noqa: E402
-from PIL import Image  # noqa: E402
+import streamlit as st
+from PIL import Image
 
-from app import core  # noqa: E402
-from app.config import AppConfig, load_config  # noqa: E402
-from app.samples import SampleImage, load_samples  # noqa: E402
-from mgv2.errors import ImageError, TaskError  # noqa: E402
-from mgv2.model import GenerationSettings  # noqa: E402
+from app import core
+from app.config import AppConfig, load_config
+from app.samples import SampleImage, load_samples
+from mgv2.errors import ImageError, TaskError
+from mgv2.model import GenerationSettings
 
 try:  # region marking on the picture (maintained component, frontend bundled in the wheel)
     from streamlit_image_coordinates import streamlit_image_coordinates
@@ -196,7 +196,7 @@ def _region_editor(image: Image.Image) -> None:
                                             width=min(w, 520), cursor="crosshair")
         new = ss.picker.feed(event, (w, h))
         if new is not None:
-            ss.reg_x1, ss.reg_y1, ss.reg_x2, ss.reg_y2 = (int(round(v)) for v in new)
+            ss.reg_x1, ss.reg_y1, ss.reg_x2, ss.reg_y2 = (round(v) for v in new)
             st.rerun()  # redraw the preview with the new region
         if ss.picker.pending is not None:
             x, y = ss.picker.pending
@@ -221,7 +221,7 @@ def _task_buttons() -> None:
     cols = st.columns(len(core.SHORTCUTS))
     for col, (key, sc) in zip(cols, core.SHORTCUTS.items()):
         col.button(sc.label, key=f"task_{key}", help=sc.help, on_click=_pick_task, args=(key,),
-                   type="primary" if st.session_state.task == key else "secondary", use_container_width=True)
+                   type="primary" if st.session_state.task == key else "secondary")
 
 
 def _message_form(model_ready: bool) -> None:
@@ -261,8 +261,10 @@ def _output(image: Image.Image) -> None:
         return
     last = history[-1]
     annotated = core.annotate(image, last.parsed)
+    if last.task == "identify":  # show the asked region, labelled with the answer
+        annotated = core.draw_asked_region(annotated, last, REGION_COLOR)
     with st.container(key="answer_image"):
-        st.image(annotated, caption=f"{last.instruction}")
+        st.image(annotated, caption=f"{last.instruction}", output_format="PNG")
     c1, c2 = st.columns(2)
     c1.download_button("Download parsed JSON", core.answer_json(last, image.size), file_name="answer.json",
                        mime="application/json", key="dl_json")
@@ -305,9 +307,9 @@ def main() -> None:
         st.session_state.pending = None
         st.error("Fix the generation settings in the sidebar first.")
 
+    _task_buttons()
     left, right = st.columns(2)
     with left:
-        _task_buttons()
         if core.SHORTCUTS[st.session_state.task].needs_region:
             _region_editor(image)
         else:

@@ -193,7 +193,7 @@ def read_run(folder: str | Path) -> Run:
         try:
             row = json.loads(line)
             if not isinstance(row, dict):
-                raise ValueError("not a JSON object")
+                raise TypeError("not a JSON object")
             items.append(item_from_row(len(items), row))
         except (ValueError, TypeError) as err:
             skipped.append(f"line {n}: {err}")

@@ -1,16 +1,15 @@
 """Sample pictures to pick from, with their ground truth (phrase + pixel box per object).
 
-The first sample is always the demo scene (:func:`mgv2.demo.demo_scene`, a red balloon and a blue
-box); its ground truth is measured from its own pixels, so it stays right if the drawing changes.
-Scenes from the synthetic world (``mgv2.synth``) are added after it when that package is there.
+Scenes of the synthetic world (``mgv2.synth``) come first, beginning with one that holds exactly
+one red balloon; the demo scene (:func:`mgv2.demo.demo_scene`, a red balloon and a blue box) is
+always last, and the only sample when ``mgv2.synth`` is missing.  Its ground truth is measured
+from its own pixels, so it stays right if the drawing changes.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 from PIL import Image
@@ -49,58 +48,50 @@ def demo_sample() -> SampleImage:
                        [("red balloon", _mask_box(red)), ("blue box", _mask_box(blue))])
 
 
-def _synth_samples(limit: int) -> list[SampleImage]:
-    """Scenes of the synthetic world, when ``mgv2.synth`` exists and offers a sample set.
+SYNTH_SEED = 0
+SYNTH_SCENES = 6  # the first scenes of the world, after the one chosen for its red balloon
+RED_BALLOON_SEARCH = 60  # scenes searched for one with exactly one red balloon
 
-    Reads a folder with ``scenes.jsonl`` (one scene per line: ``image`` path and ``objects`` with
-    ``phrase``/``name`` and a pixel ``box``/``bbox``); the folder comes from
-    ``mgv2.synth.sample_dir()`` when that function exists.  Anything missing: no synth samples.
-    """
+
+def _synth_sample(scene, title: str) -> SampleImage:
+    from mgv2.synth.render import render
+
+    objects = [(o.name(), tuple(float(v) for v in o.visible_box)) for o in scene.objects]
+    names = ", ".join(dict.fromkeys(name for name, _ in objects))
+    return SampleImage(f"{title}: {names}", Image.fromarray(render(scene)), objects)
+
+
+def _synth_samples() -> list[SampleImage]:
+    """Scenes of the synthetic world (``mgv2.synth``, seed 0): first one with exactly one red
+    balloon, then the first few scenes.  Ground truth: each object's colour + kind and its
+    visible box (the annotation box of the world's datasets).  No synth package: no samples."""
     try:
-        import mgv2.synth as synth  # noqa: F401 - optional, built in parallel
+        from mgv2.synth import make_scene
     except ImportError:
         return []
-    folder = None
-    for attr in ("sample_dir", "samples_dir", "bundled_samples"):
-        fn = getattr(synth, attr, None)
-        if callable(fn):
-            try:
-                folder = Path(fn())
-            except Exception as err:  # noqa: BLE001 - optional samples must never break the app
-                log.warning("mgv2.synth.%s() failed: %s", attr, err)
-            break
-    if folder is None:
-        return []
-    return read_scenes(folder, limit)
-
-
-def read_scenes(folder: Path, limit: int = 12) -> list[SampleImage]:
-    """Samples from ``folder/scenes.jsonl`` (see :func:`_synth_samples`); bad lines are skipped."""
-    from mgv2.errors import ImageError
-    from mgv2.image import load_image
-
-    index = folder / "scenes.jsonl"
-    if not index.is_file():
-        return []
     out: list[SampleImage] = []
-    for line in index.read_text().splitlines():
-        if len(out) >= limit:
-            break
-        try:
-            scene = json.loads(line)
-            image = load_image(folder / scene["image"])
-        except (ValueError, KeyError, TypeError, ImageError) as err:
-            log.warning("skipping a scene of %s: %s", index, err)
-            continue
-        objects = []
-        for obj in scene.get("objects", []):
-            phrase = obj.get("phrase") or obj.get("name")
-            box = obj.get("box") or obj.get("bbox") or obj.get("xyxy")
-            if phrase and box and len(box) == 4:
-                objects.append((str(phrase), tuple(float(v) for v in box)))
-        out.append(SampleImage(str(scene.get("id") or scene.get("name") or Path(scene["image"]).stem), image, objects))
+    try:
+        for index in range(RED_BALLOON_SEARCH):
+            scene = make_scene(SYNTH_SEED, index)
+            if [o.name() for o in scene.objects].count("red balloon") == 1:
+                out.append(_synth_sample(scene, f"synthetic scene {index}"))
+                break
+        for index in range(SYNTH_SCENES):
+            out.append(_synth_sample(make_scene(SYNTH_SEED, index), f"synthetic scene {index}"))
+    except Exception as err:  # noqa: BLE001 - a changing optional package must not break the app
+        log.warning("synthetic-world samples unavailable: %s", err)
+        return []
     return out
 
 
-def load_samples(limit: int = 12) -> list[SampleImage]:
-    return [demo_sample(), *_synth_samples(limit)]
+def load_samples() -> list[SampleImage]:
+    """Synthetic-world scenes first (when ``mgv2.synth`` is there), then the demo scene."""
+    return [*_synth_samples(), demo_sample()]
+
+
+def red_balloon_sample(samples: list[SampleImage] | None = None) -> SampleImage:
+    """The first sample with exactly one "red balloon" (the demo scene always has one)."""
+    for sample in samples if samples is not None else load_samples():
+        if [name for name, _ in sample.objects].count("red balloon") == 1:
+            return sample
+    return demo_sample()

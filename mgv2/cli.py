@@ -157,6 +157,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     # Commands that live with their subsystem register here, one explicit line each:
     # (e.g. `from eval.cli import add_eval_parser; add_eval_parser(sub)`)
+    from mgv2.synth.cli import add_synth_parser; add_synth_parser(sub)  # noqa: I001
     from mgv2.train_cli import add_train_parser; add_train_parser(sub)  # noqa: I001
     from eval.cli import add_eval_parser; add_eval_parser(sub)  # noqa: I001
     return parser

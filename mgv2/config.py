@@ -341,6 +341,7 @@ class DatasetEntry:
     split: str = "train"
     ratio: float = 1.0
     batch_size: int = 1
+    images: str | None = None  # picture folder relative to data_root, passed to the reader as images=
     options: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the reader
 
     def __post_init__(self) -> None:
@@ -504,6 +505,13 @@ class TrainConfig:
     def dataset_root(self, entry: DatasetEntry) -> Path:
         root = Path(os.path.expanduser(self.data_root))
         return root / os.path.expanduser(entry.path) if entry.path else root
+
+    def reader_options(self, entry: DatasetEntry) -> dict[str, Any]:
+        """The reader's keyword arguments: ``options`` plus ``images`` resolved against data_root."""
+        options = dict(entry.options)
+        if entry.images is not None:
+            options["images"] = str(Path(os.path.expanduser(self.data_root)) / os.path.expanduser(entry.images))
+        return options
 
     def model_config(self) -> ModelConfig:
         """The model config file plus ``model_overrides`` and this stage's trainable settings,

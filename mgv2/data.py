@@ -221,7 +221,7 @@ def read_records(cfg: TrainConfig, entry: DatasetEntry) -> list:
             "set data_root=... or the dataset's path"
         )
     try:
-        records = reader_for(entry.source)(root, split=entry.split, **entry.options)
+        records = reader_for(entry.source)(root, split=entry.split, **cfg.reader_options(entry))
     except TypeError as err:
         raise DataBuildError(f"dataset {entry.name}: reader {entry.source!r} refused its options: {err}") from err
     if not records:

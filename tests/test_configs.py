@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mgv2.config import ConfigError, ModelConfig, from_dict, load_yaml, save_yaml, to_dict
+from mgv2.config import ConfigError, ModelConfig, TrainConfig, from_dict, load_yaml, save_yaml, to_dict
 from tests.conftest import ROOT
 
 CONFIG_DIR = ROOT / "configs"
@@ -14,6 +14,8 @@ def _config_class(path):
     kind = path.relative_to(CONFIG_DIR).parts[0]
     if kind == "model":
         return ModelConfig
+    if kind == "train":
+        return TrainConfig
     raise AssertionError(f"no config class for configs/{kind}; add it to this test")
 
 

@@ -14,14 +14,14 @@ _ROOT = str(Path(__file__).resolve().parents[2])
 if _ROOT not in sys.path:
     sys.path.insert(0, _ROOT)
 
-import streamlit as st  # noqa: E402
-from PIL import Image  # noqa: E402
+import streamlit as st
+from PIL import Image
 
-from app.config import ROOT, load_config  # noqa: E402
-from app.runs import EvalItem, Run, RunError, find_runs, metrics_rows, read_run, resolve_image  # noqa: E402
-from mgv2.draw import GT_COLOR, PRED_COLOR, draw_boxes  # noqa: E402
-from mgv2.errors import ImageError  # noqa: E402
-from mgv2.image import load_image  # noqa: E402
+from app.config import ROOT, load_config
+from app.runs import EvalItem, Run, RunError, find_runs, metrics_rows, read_run, resolve_image
+from mgv2.draw import GT_COLOR, PRED_COLOR, draw_boxes
+from mgv2.errors import ImageError
+from mgv2.image import load_image
 
 PAGE_SIZES = (6, 12, 24, 48)
 
@@ -76,7 +76,7 @@ def _show_metrics(run: Run) -> None:
     st.subheader("Metrics")
     rows = metrics_rows(run.metrics)
     if rows:
-        st.dataframe(rows, hide_index=True, use_container_width=True)
+        st.dataframe(rows, hide_index=True)
     else:
         st.caption("metrics.json is missing or empty.")
     cols = st.columns(2)

@@ -46,8 +46,9 @@ def _muted(rng: np.random.Generator) -> np.ndarray:
 def background(kind: str, width: int, height: int, seed: int) -> np.ndarray:
     """A textured background (float32 RGB HxWx3, 0..255) of one of ``world.BACKGROUNDS``."""
     rng = np.random.default_rng(seed)
-    c1, c2 = _muted(rng), _muted(rng)
-    yy, xx = np.mgrid[0:height, 0:width].astype(np.float32)
+    c1, c2 = _muted(rng).astype(np.float32), _muted(rng).astype(np.float32)
+    yy = np.arange(height, dtype=np.float32)[:, None]
+    xx = np.arange(width, dtype=np.float32)[None, :]
     if kind == "plain":
         a = rng.uniform(0, np.pi)
         t = (xx * np.cos(a) + yy * np.sin(a)) / max(width, height)
@@ -76,9 +77,10 @@ def background(kind: str, width: int, height: int, seed: int) -> np.ndarray:
         t = 0.5 + 0.5 * np.sin(yy * f + 6 * np.sin(xx * f * 0.5 + rng.uniform(0, 6)))
     else:
         raise ValueError(f"unknown background {kind!r}")
-    img = c1[None, None, :] * (1 - t[..., None]) + c2[None, None, :] * t[..., None]
-    img += rng.normal(0, 4.0, size=img.shape)
-    return img.astype(np.float32)
+    t = np.broadcast_to(t, (height, width)).astype(np.float32)
+    img = c1[None, None, :] + (c2 - c1)[None, None, :] * t[..., None]
+    img += 4.0 * rng.standard_normal(size=img.shape, dtype=np.float32)
+    return img
 
 
 def _draw_object(canvas: np.ndarray, obj: SceneObject) -> None:

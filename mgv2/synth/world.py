@@ -21,9 +21,9 @@ pixel ``(i, j)`` covers ``[i, i+1) x [j, j+1)``.  Scenes are a pure function of
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from functools import cached_property
-from typing import Iterator
 
 import numpy as np
 import shapely
@@ -278,6 +278,11 @@ class Scene:
                             m[a, b] = relation(self.objects[a], self.objects[b], rel, strict)
                 out[(rel, strict)] = m
         return out
+
+    @cached_property
+    def unique(self) -> dict[int, list[tuple[str, Desc]]]:
+        """:func:`unique_texts` of this scene (computed once)."""
+        return unique_texts(self)
 
     def holds(self, a: int, rel: str, b: int, strict: bool = True) -> bool:
         return bool(self.relations[(rel, strict)][a, b])

@@ -1,0 +1,289 @@
+"""The trainer on the tiny preset: param groups, schedule, what gets gradients, resume equality,
+NaN handling, 1 process vs 2 processes (torchrun, gloo), and loss going down on a synthetic world."""
+
+from __future__ import annotations
+
+import itertools
+import json
+import math
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from mgv2.config import TrainConfig, from_dict, load_yaml
+from mgv2.trainer import LossModule, Trainer, TrainingError, lr_at, no_decay, param_groups
+from tasks.records import ConversationRecord, RegionRecord, VQARecord
+from tests.conftest import ROOT
+
+TINY_MODEL = str(ROOT / "configs" / "model" / "tiny.yaml")
+COLOURS = {"red": (220, 30, 30), "blue": (30, 40, 220), "green": (30, 200, 40)}
+
+
+def tiny_world(n: int = 12, seed: int = 0) -> dict[str, list]:
+    """In-memory records: coloured squares to refer to, a question about them, text-only chat."""
+    rng = np.random.default_rng(seed)
+    regions, questions = [], []
+    for i in range(n):
+        a = np.full((96, 128, 3), 230, np.uint8)
+        colour = list(COLOURS)[i % 3]
+        x, y = int(rng.integers(0, 80)), int(rng.integers(0, 50))
+        a[y : y + 40, x : x + 40] = COLOURS[colour]
+        im = Image.fromarray(a)
+        regions.append(RegionRecord(im, 128, 96, f"{colour} square", (x, y, x + 40, y + 40)))
+        questions.append(VQARecord(im, "what colour is the square?", [colour]))
+    chat = [ConversationRecord(None, [("say hello", "hello there")]), ConversationRecord(None, [("count", "1 2 3")])]
+    return {"refer": regions, "vqa": questions, "chat": chat}
+
+
+def train_dict(out, **over) -> dict:
+    d = {
+        "name": "t", "model": TINY_MODEL, "output_dir": str(out), "init_from": None,
+        "steps": 6, "save_every": 2, "log_every": 1, "num_workers": 0, "progress": False, "seed": 3,
+        "schedule": {"lr": 2e-3, "min_lr": 1e-4, "warmup_start_lr": 1e-4, "warmup_steps": 2},
+        "datasets": [
+            {"name": "refer", "source": "refcoco", "task": "refer", "ratio": 2, "batch_size": 4},
+            {"name": "vqa", "source": "vqav2", "task": "vqa", "ratio": 1, "batch_size": 2},
+            {"name": "chat", "source": "unnatural_instructions", "task": "chat", "ratio": 1, "batch_size": 2},
+        ],
+    }
+    d.update(over)
+    return d
+
+
+def make_cfg(out, **over) -> TrainConfig:
+    return from_dict(TrainConfig, train_dict(out, **over))
+
+
+def read_log(out) -> list[dict]:
+    return [json.loads(line) for line in (out / "log.jsonl").read_text().splitlines()]
+
+
+# -- optimizer and schedule ----------------------------------------------------------------------
+
+
+def test_param_groups_no_decay_for_bias_norm_and_1d(tiny_cfg):
+    import dataclasses
+
+    from mgv2.config import ModelConfig
+    from mgv2.model import build_model
+
+    data = dataclasses.asdict(tiny_cfg)
+    data.update(trainable=["projector", "vision", "ln_vision", "llm"])
+    data["lora"]["enabled"] = False
+    model = build_model(from_dict(ModelConfig, data), pad_token_id=0)
+    decay, plain = param_groups(model, 0.05)
+    assert decay["weight_decay"] == 0.05 and plain["weight_decay"] == 0.0
+    named = dict(model.named_parameters())
+    assert all(named[n].ndim >= 2 for n in decay["names"])
+    assert not any(n.endswith(".bias") or "norm" in n for n in decay["names"])
+    for must in ("llama_proj.bias", "ln_vision.weight", "visual_encoder.blocks.0.norm1.weight",
+                 "visual_encoder.blocks.0.attn.q_bias", "llama_model.model.norm.weight",
+                 "llama_model.model.layers.0.input_layernorm.weight"):
+        assert must in plain["names"], must
+    for must in ("llama_proj.weight", "visual_encoder.blocks.0.attn.qkv.weight",
+                 "llama_model.model.layers.0.self_attn.q_proj.weight", "visual_encoder.pos_embed"):
+        assert must in decay["names"], must
+    assert len(decay["names"]) + len(plain["names"]) == sum(p.requires_grad for p in model.parameters())
+    assert no_decay("x.lora_A.default.weight", torch.zeros(3)) and not no_decay("w", torch.zeros(3, 3))
+
+
+def test_lr_schedule_at_key_steps():
+    from mgv2.config import ScheduleConfig
+
+    s = ScheduleConfig(lr=1e-4, min_lr=1e-5, warmup_start_lr=1e-6, warmup_steps=100)
+    assert lr_at(0, s, 1100) == pytest.approx(1e-6)
+    assert lr_at(50, s, 1100) == pytest.approx(1e-6 + (1e-4 - 1e-6) / 2)
+    assert lr_at(100, s, 1100) == pytest.approx(1e-4)
+    assert lr_at(600, s, 1100) == pytest.approx((1e-4 + 1e-5) / 2)
+    assert lr_at(1100, s, 1100) == pytest.approx(1e-5)
+    lrs = [lr_at(i, s, 1100) for i in range(1100)]
+    assert all(a <= b for a, b in itertools.pairwise(lrs[:101]))  # warm-up rises
+    assert all(a >= b for a, b in itertools.pairwise(lrs[100:]))  # cosine falls
+    # the released stage-3 recipe: LAVIS, warm-up in epoch 0, cosine per epoch of 1000 iterations
+    stage3 = load_yaml(TrainConfig, ROOT / "configs" / "train" / "stage3.yaml")
+    e = stage3.schedule
+    assert (e.style, e.lr, e.min_lr, e.warmup_start_lr, e.warmup_steps, e.iters_per_epoch, stage3.steps) == (
+        "epoch_cosine", 1e-5, 1e-6, 1e-6, 1000, 1000, 50_000)
+    assert lr_at(0, e, 50_000) == pytest.approx(1e-6)
+    assert lr_at(999, e, 50_000) == pytest.approx(1e-6 + 9e-6 * 999 / 1000)
+    for step, epoch in ((1000, 1), (1999, 1), (25_000, 25), (49_999, 49)):
+        want = 1e-6 + 9e-6 * 0.5 * (1 + math.cos(math.pi * epoch / 50))
+        assert lr_at(step, e, 50_000) == pytest.approx(want)
+
+
+# -- what trains --------------------------------------------------------------------------------
+
+
+def _one_backward(tr: Trainer):
+    from mgv2.data import make_loader
+
+    tb = next(iter(make_loader(tr.dataset, tr.sampler, tr.collator, 0)))
+    tr._forward_backward([tb], tb.num_answer_tokens)
+    return tb
+
+
+@pytest.mark.parametrize(
+    "over, trained",
+    [
+        ({}, {"llama_proj.", "lora_"}),
+        ({"trainable": ["projector", "vision"], "vision_trainable_blocks": 1}, {"llama_proj.", "visual_encoder.blocks.3."}),
+    ],
+)
+def test_gradients_only_on_trainable_parameters(tmp_path, over, trained):
+    tr = Trainer(make_cfg(tmp_path / "o", **over), records=tiny_world(6), verbose=False)
+    tb = _one_backward(tr)
+    assert tb.batch.pixel_values is not None or tr.mixture.names[tb.dataset] == "chat"
+    for name, p in tr.model.named_parameters():
+        expect = any(t in name for t in trained)
+        assert p.requires_grad == expect, name
+        assert (p.grad is not None) == expect, name
+    assert any(float(p.grad.abs().sum()) > 0 for p in tr.trainable)
+
+
+def test_text_only_batches_still_give_every_trainable_parameter_a_gradient(tmp_path):
+    cfg = make_cfg(tmp_path / "o", datasets=[{"name": "chat", "source": "unnatural_instructions", "task": "chat"}])
+    tr = Trainer(cfg, records={"chat": tiny_world()["chat"]}, verbose=False)
+    assert isinstance(tr.loss_module, LossModule) and tr.loss_module.touch_images
+    tb = _one_backward(tr)
+    assert tb.batch.pixel_values is None
+    assert all(p.grad is not None for p in tr.trainable)
+
+
+# -- runs ---------------------------------------------------------------------------------------
+
+
+def test_loss_goes_down_and_run_layout(tmp_path):
+    out = tmp_path / "run"
+    res = Trainer(make_cfg(out, steps=12, save_every=5), records=tiny_world(), verbose=False).train()
+    assert len(res.losses) == 12 and res.losses[-1] < res.losses[0]
+    assert (out / "final" / "model.safetensors").is_file() and (out / "final" / "train_state.pt").is_file()
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_0000012"
+    assert sorted(p.name for p in (out / "checkpoints").glob("step_*")) == ["step_0000010", "step_0000012"]
+    log = read_log(out)
+    assert [r["step"] for r in log] == list(range(1, 13))
+    assert {"loss", "lr", "samples_per_s", "tokens_per_s", "datasets"} <= set(log[0])
+    state = torch.load(out / "final" / "train_state.pt", weights_only=True)
+    assert state["step"] == 12 and state["mixture"]["iteration"] == 12
+    with pytest.raises(TrainingError, match="--resume"):
+        Trainer(make_cfg(out), records=tiny_world(), verbose=False)
+
+
+def test_killed_run_resumes_with_the_same_losses(tmp_path):
+    full = Trainer(make_cfg(tmp_path / "a", steps=7, save_every=2), records=tiny_world(), verbose=False).train()
+    cfg = make_cfg(tmp_path / "b", steps=7, save_every=2)
+    Trainer(cfg, records=tiny_world(), verbose=False).train(stop_after=5)  # killed after step 5; last save 4
+    # resumed with DataLoader workers this time: samples must not depend on who builds them
+    cfg.num_workers = 2
+    resumed = Trainer(cfg, records=tiny_world(), resume=True, verbose=False)
+    assert resumed.step == 4
+    rest = resumed.train()
+    assert [h.step for h in rest.history] == [5, 6, 7]
+    assert rest.losses == pytest.approx(full.losses[4:], rel=1e-6, abs=1e-7)
+    log = read_log(tmp_path / "b")
+    assert [r["step"] for r in log] == list(range(1, 8))  # the lost step 5 was logged once
+    assert [r["step_loss"] for r in log] == pytest.approx(full.losses, rel=1e-6, abs=1e-7)
+
+
+def test_nan_loss_stops_with_a_message_and_a_checkpoint(tmp_path, monkeypatch):
+    calls = {"n": 0}
+    forward = LossModule.forward
+
+    def poisoned(self, batch):
+        calls["n"] += 1
+        loss, n = forward(self, batch)
+        return (loss * float("nan"), n) if calls["n"] == 4 else (loss, n)
+
+    monkeypatch.setattr(LossModule, "forward", poisoned)
+    out = tmp_path / "nan"
+    tr = Trainer(make_cfg(out, save_every=100), records=tiny_world(), verbose=False)
+    before = {n: p.detach().clone() for n, p in tr.model.named_parameters() if p.requires_grad}
+    with pytest.raises(TrainingError, match=r"loss is nan at step 4.*--resume"):
+        tr.train()
+    assert tr.step == 3
+    assert (out / "checkpoints" / "latest").read_text().strip() == "step_0000003"
+    state = torch.load(out / "checkpoints" / "step_0000003" / "train_state.pt", weights_only=True)
+    assert state["step"] == 3 and state["mixture"]["iteration"] == 3
+    assert all(torch.isfinite(p).all() for p in tr.model.parameters())
+    assert any(not torch.equal(before[n], p) for n, p in tr.model.named_parameters() if p.requires_grad)
+
+
+def test_stage_n_starts_from_stage_n_minus_1(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    d = train_dict(None, steps=2, save_every=2, init_from="auto")
+    d.pop("output_dir")
+    Trainer(from_dict(TrainConfig, {**d, "stage": 1}), records=tiny_world(), verbose=False).train()
+    stage1 = tmp_path / "runs" / "t" / "stage1" / "final"
+    assert stage1.is_dir()
+    two = Trainer(from_dict(TrainConfig, {**d, "stage": 2}), records=tiny_world(), verbose=False)
+    from safetensors.torch import load_file
+
+    saved = load_file(str(stage1 / "model.safetensors"))["llama_proj.weight"]
+    assert torch.equal(two.model.llama_proj.weight.detach(), saved)
+    with pytest.raises(TrainingError, match="run stage 2 first"):
+        Trainer(from_dict(TrainConfig, {**d, "stage": 3}), records=tiny_world(), verbose=False)
+
+
+# -- two processes ------------------------------------------------------------------------------
+
+_DIST_SCRIPT = """
+import json, sys
+from mgv2.config import TrainConfig, from_dict
+from mgv2.trainer import Trainer
+from tests.test_trainer import tiny_world, train_dict
+out, over, stop, resume = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "resume"
+cfg = from_dict(TrainConfig, train_dict(out, **over))
+Trainer(cfg, records=tiny_world(), resume=resume, verbose=False).train(stop_after=stop or None)
+"""
+
+
+def torchrun(tmp_path, out, over: dict, stop_after: int = 0, resume: bool = False, nproc: int = 2) -> None:
+    script = tmp_path / "dist_train.py"
+    script.write_text(_DIST_SCRIPT)
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
+           str(script), str(out), json.dumps(over), str(stop_after), "resume" if resume else "new"]
+    proc = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+
+
+def assert_same_weights(a_dir, b_dir, rtol=1e-3, atol=1e-5) -> None:
+    from safetensors.torch import load_file
+
+    for name in ("model.safetensors", "adapter/adapter_model.safetensors"):
+        a, b = load_file(str(a_dir / name)), load_file(str(b_dir / name))
+        assert sorted(a) == sorted(b)
+        for k in a:
+            torch.testing.assert_close(a[k], b[k], rtol=rtol, atol=atol)
+
+
+def test_two_processes_match_one_process(tmp_path):
+    """torchrun --nproc_per_node 2 (gloo, DDP): each process takes half of every global batch;
+    the token-weighted loss and the updates equal the single-process run's."""
+    over = {"steps": 5, "save_every": 100, "grad_accum": 2, "model_overrides": ["lora.dropout=0.0"]}
+    single = Trainer(make_cfg(tmp_path / "one", **over), records=tiny_world(), verbose=False).train()
+    torchrun(tmp_path, tmp_path / "two", over)
+    two = read_log(tmp_path / "two")
+    assert [r["step"] for r in two] == [1, 2, 3, 4, 5]
+    assert [r["step_loss"] for r in two] == pytest.approx(single.losses, rel=2e-4)
+    assert [r["datasets"] for r in two] == [h.datasets for h in single.history]
+    assert_same_weights(tmp_path / "one" / "final", tmp_path / "two" / "final")
+
+
+@pytest.mark.slow
+def test_fsdp_two_processes_match_and_resume(tmp_path):
+    """distributed: fsdp (FSDP2 fully_shard per block, gloo on CPU): same losses as one process,
+    and a run stopped after step 3 resumes (sharded optimizer state gathered and re-sharded)."""
+    over = {"steps": 4, "save_every": 2, "grad_accum": 2, "model_overrides": ["lora.dropout=0.0"]}
+    single = Trainer(make_cfg(tmp_path / "one", **over), records=tiny_world(), verbose=False).train()
+    fsdp = {**over, "distributed": "fsdp"}
+    torchrun(tmp_path, tmp_path / "fsdp", fsdp, stop_after=3)
+    torchrun(tmp_path, tmp_path / "fsdp", fsdp, resume=True)
+    log = read_log(tmp_path / "fsdp")
+    assert [r["step"] for r in log] == [1, 2, 3, 4]
+    assert [r["step_loss"] for r in log] == pytest.approx(single.losses, rel=2e-4)
+    assert_same_weights(tmp_path / "one" / "final", tmp_path / "fsdp" / "final")
