@@ -482,8 +482,6 @@ class TrainConfig:
                 raise ConfigError(f"trainable: unknown part(s) {unknown}; choose from {list(TRAINABLE_PARTS)}")
         if self.vision_trainable_blocks is not None and self.vision_trainable_blocks < 0:
             raise ConfigError("vision_trainable_blocks must be >= 0")
-        if self.schedule.warmup_steps > self.steps:
-            raise ConfigError(f"schedule.warmup_steps {self.schedule.warmup_steps} exceeds steps {self.steps}")
 
     # -- resolved paths ------------------------------------------------------------------------
     def path(self, value: str | None) -> Path | None:

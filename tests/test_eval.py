@@ -49,6 +49,17 @@ def write_jsonl(path: Path, rows) -> Path:
 # ----------------------------------------------------------------------------- fixtures
 
 
+@pytest.fixture(autouse=True)
+def one_torch_thread():
+    """The tiny model runs faster on one thread than on two contended ones (OpenMP waits)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def synth(tmp_path_factory) -> Path:
     """The synthetic world in the real formats (mgv2.synth), 24 pictures."""

@@ -5,8 +5,9 @@ from __future__ import annotations
 import io
 import json
 import pickle
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 from mgv2.errors import MGV2Error
 
@@ -67,7 +68,7 @@ class _DataOnlyUnpickler(pickle.Unpickler):
     function reference, so a pickle cannot run code.  The refer toolkit's ``refs(unc).p``
     files hold only such data."""
 
-    def find_class(self, module: str, name: str):  # noqa: D401 - pickle API
+    def find_class(self, module: str, name: str):
         raise pickle.UnpicklingError(
             f"refusing to load {module}.{name}: only plain data (dicts, lists, strings, numbers) is allowed"
         )
