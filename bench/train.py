@@ -1,7 +1,7 @@
 """Training-step speed on the tiny preset (CPU): mgv2's step against one written the way the
 official MiniGPT-v2 code does it, in the same run, on the same model, samples and weights.
 
-    .venv/bin/python bench/train.py [--batch 8] [--steps 8] [--repeats 5]
+    .venv/bin/python bench/train.py [--batch 8] [--steps 8] [--repeats 5] [--threads N]
 
 * ``mgv2``: the model gets a ready :class:`mgv2.prompt.Batch` (ids, masks, pixels); tokenising
   and padding happened in the data pipeline (DataLoader workers), off the training step;
@@ -130,8 +130,11 @@ def main() -> None:
     ap.add_argument("--batch", type=int, default=8)
     ap.add_argument("--steps", type=int, default=8, help="steps per timed round")
     ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--threads", type=int, default=0, help="torch CPU threads (0 = torch's default)")
     ap.add_argument("--json", default=None, help="also write the results here")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     cfg = load_yaml(ModelConfig, args.model, ["lora.dropout=0.0"])

@@ -56,6 +56,8 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="seed for randomly initialised weights (tiny preset)")
     p.add_argument("--worst", type=int, default=16, help="cases on the contact sheet (default 16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--no-prefix-sharing", action="store_true",
+                   help="run every prompt through the model's generate (image prefix not shared)")
     p.set_defaults(func=cmd_eval)
     return p
 
@@ -101,7 +103,7 @@ def cmd_eval(args) -> int:
     dist = init_distributed() if not args.predictions else None
     is_main = dist is None or dist.is_main
     log = sys.stderr if args.json else sys.stdout
-    pipe = None
+    pipes: list = []  # the model, built on first need and shared by the splits
     settings_info = {
         "model": args.model if not args.predictions else None,
         "checkpoint": args.checkpoint,
@@ -120,18 +122,21 @@ def cmd_eval(args) -> int:
             found = read_predictions(args.predictions, len(items))
         else:
             _images_present(items, n)
-            if pipe is None:
-                pipe = _pipeline(args, dist)
             from mgv2.model import GenerationSettings
+
+            def get_pipe():
+                if not pipes:
+                    pipes.append(_pipeline(args, dist))
+                return pipes[0]
 
             run_info = {
                 "benchmark": bench.name, "split": split, "model": str(args.model), "overrides": list(args.overrides),
                 "checkpoint": args.checkpoint, "seed": args.seed, "max_new_tokens": args.max_new_tokens,
             }
             found = run_generation(
-                pipe, items, out / split, limit=n, batch_size=args.batch_size, workers=args.workers,
+                get_pipe, items, out / split, limit=n, batch_size=args.batch_size, workers=args.workers,
                 settings=GenerationSettings(max_new_tokens=args.max_new_tokens), run_info=run_info, dist=dist,
-                progress=not args.no_progress, desc=f"{bench.name} {split}",
+                progress=not args.no_progress, desc=f"{bench.name} {split}", share_prefix=not args.no_prefix_sharing,
             )
             if not is_main:
                 continue

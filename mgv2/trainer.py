@@ -8,7 +8,8 @@
 * each optimizer step runs ``grad_accum`` iterations, each drawing one dataset of the mixture;
   the loss of a step is the mean over ALL answer tokens of all its iterations and processes
   (token-weighted), so one process and N processes give the same loss and gradients;
-* bf16/fp16 autocast on GPU (fp16 with a GradScaler), optional clipping, gradient checkpointing;
+* bf16/fp16 autocast on GPU (fp16 with a GradScaler; bf16 also on the CPU), fp32 master weights for
+  trainable half-precision tensors, optional clipping, gradient checkpointing;
 * under torchrun: DistributedDataParallel (gloo on CPU, nccl on GPU), or FSDP2 ``fully_shard``
   per transformer block (``distributed: fsdp``) for models that do not fit one GPU;
 * checkpoints every ``save_every`` steps, written atomically: the mgv2 model folder
@@ -299,6 +300,7 @@ class Trainer:
                                     verbose=self.verbose and info.main)
         self.pipe = pipe
         self.model = pipe.model
+        self._fp32_masters()  # before the resume load, so saved fp32 masters come back unrounded
         if self.latest is not None:
             from mgv2.checkpoint import load_checkpoint_folder
 
@@ -334,6 +336,18 @@ class Trainer:
         self._say(f"stage {cfg.stage}: {n_train:,} trainable parameters; datasets {counts}; "
                   f"{info.world} process(es) on {info.device}; output {self.out}")
 
+    def _fp32_masters(self) -> None:
+        """Under fp16/bf16 autocast, trainable tensors stored in half precision (a trained fp16 ViT,
+        a full fp16 LLM) are kept in fp32: the optimizer updates fp32 master weights and autocast
+        computes in half precision (GradScaler refuses fp16 gradients)."""
+        if self._amp_dtype() is None:
+            return
+        half = [p for p in self.model.parameters() if p.requires_grad and p.dtype in (torch.float16, torch.bfloat16)]
+        for p in half:
+            p.data = p.data.float()
+        if half:
+            self._say(f"{len(half)} trainable half-precision tensors upcast to fp32 master weights")
+
     def _find_resume(self) -> Path:
         pointer = self.out / "checkpoints" / "latest"
         if not pointer.is_file():
@@ -356,14 +370,14 @@ class Trainer:
 
     def _wrap_fsdp(self, module: nn.Module) -> nn.Module:
         """FSDP2: each LLM decoder layer and each ViT block is its own shard group, the rest is
-        the root group.  Parameters are sharded onto this process's device."""
+        the root group.  The model was built on the CPU; ``fully_shard`` moves one group at a
+        time to this process's device and keeps only its shard there."""
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
 
         from mgv2.vision import Block
 
         dtype = self._amp_dtype()
         mp = MixedPrecisionPolicy(param_dtype=dtype, reduce_dtype=torch.float32) if dtype else MixedPrecisionPolicy()
-        module.to(self.dist.device)
         layers = [m for m in module.modules() if type(m).__name__.endswith("DecoderLayer") or isinstance(m, Block)]
         for layer in layers:
             fully_shard(layer, mp_policy=mp)
@@ -371,20 +385,23 @@ class Trainer:
         return module
 
     def _amp_dtype(self) -> torch.dtype | None:
-        if self.dist.device.type != "cuda" or self.cfg.precision == "fp32":
+        """The autocast dtype: fp16 / bf16 on GPU; on the CPU only bf16 (fp16 runs in fp32)."""
+        precision = self.cfg.precision
+        if precision == "fp32" or (self.dist.device.type != "cuda" and precision == "fp16"):
             return None
-        return torch.float16 if self.cfg.precision == "fp16" else torch.bfloat16
+        return torch.float16 if precision == "fp16" else torch.bfloat16
 
     def _autocast_ctx(self):
         dtype = self._amp_dtype()
         if dtype is None:
             if self.cfg.precision != "fp32":
-                self._say(f"precision {self.cfg.precision} applies on GPU; this CPU run trains in fp32")
+                self._say(f"precision {self.cfg.precision} needs a GPU; this CPU run trains in fp32")
             return contextlib.nullcontext
-        return lambda: torch.autocast("cuda", dtype=dtype)
+        device_type = self.dist.device.type
+        return lambda: torch.autocast(device_type, dtype=dtype)
 
     def _make_scaler(self):
-        if self._amp_dtype() is torch.float16:
+        if self._amp_dtype() is torch.float16 and self.dist.device.type == "cuda":
             return torch.amp.GradScaler("cuda")
         return None
 

@@ -320,7 +320,7 @@ def test_tiny_end_to_end_on_shared_annotations(tmp_path, capsys, placeholder_ima
     assert json.loads((out / "metrics.json").read_text()) == payload
 
 
-def test_resume_gives_the_same_file_as_one_run(tmp_path, capsys, placeholder_images):
+def test_resume_gives_the_same_file_as_one_run(tmp_path, capsys, monkeypatch, placeholder_images):
     args = ["eval", "refcoco", "--split", "val", "--images", str(placeholder_images), "--batch-size", "3",
             "--workers", "0", "--no-progress", "--json"]
     one = tmp_path / "one"
@@ -337,6 +337,13 @@ def test_resume_gives_the_same_file_as_one_run(tmp_path, capsys, placeholder_ima
     indices = [json.loads(x)["index"] for x in pred.read_text().splitlines()]
     assert indices == list(range(14))  # nothing lost, nothing twice
     assert json.loads(out)["splits"] == json.loads((one / "metrics.json").read_text())["splits"]
+    # a rerun with nothing left to do does not even build the model
+    def no_model(*_):
+        raise AssertionError("the model was built although every prediction exists")
+
+    monkeypatch.setattr("eval.cli._pipeline", no_model)
+    rc, again, _ = run_cli([*args, "--limit", "14", "--out", str(two)], capsys)
+    assert rc == 0 and json.loads(again)["splits"] == json.loads(out)["splits"]
     # a rerun with other settings into the same folder is refused
     rc, _, err = run_cli([*args, "--limit", "14", "--out", str(two), "--max-new-tokens", "5"], capsys)
     assert rc == 2 and "other settings" in err
@@ -373,6 +380,38 @@ def test_image_embedding_reuse_and_same_answers_as_official_loop(tmp_path, tiny_
         samples = [Sample(image=r.image, turns=[Turn(bench.prompt(r))]) for r in chunk]
         reference += tiny_pipeline.generate(samples, emb, list(range(len(chunk))))
     assert [found[i] for i in range(len(records))] == reference
+    plain = run_generation(tiny_pipeline, items, tmp_path / "plain", batch_size=5, workers=0, progress=False,
+                           share_prefix=False)
+    assert plain == found
+
+
+def test_shared_prefix_generation_matches_model_generate_with_eos(tiny_pipeline, synth):
+    """The shared-prefix greedy loop against the model's own generate, with an EOS that occurs
+    mid-answer (a random model never emits the real one): same texts, rows finish on time."""
+    from eval.benchmarks import get_benchmark
+    from eval.engine import generate_shared_prefix
+    from mgv2.image import load_image
+    from mgv2.model import GenerationSettings
+    from mgv2.sample import Sample, Turn
+    from tasks.readers.refcoco import read_refcoco
+
+    records = read_refcoco(synth, "refcoco", "testA", images=synth / "images")[:6]
+    keys = list(dict.fromkeys(r.image for r in records))
+    embeds = tiny_pipeline.model.embed_images(tiny_pipeline.processor.batch([load_image(k) for k in keys]))
+    index = [keys.index(r.image) for r in records]
+    samples = [Sample(image=r.image, turns=[Turn(get_benchmark("refcoco").prompt(r))]) for r in records]
+    settings = GenerationSettings(max_new_tokens=8)
+    ids = tiny_pipeline.model.generate(tiny_pipeline.prompt_batch(samples, index), settings, image_embeds=embeds)
+    model = tiny_pipeline.model
+    real_eos = model.eos_token_id
+    model.eos_token_id = ids[0][3]  # this row stops after 3 tokens
+    try:
+        shared = generate_shared_prefix(tiny_pipeline, samples, embeds, index, settings)
+        plain = tiny_pipeline.generate(samples, embeds, index, settings)
+    finally:
+        model.eos_token_id = real_eos
+    assert shared == plain
+    assert generate_shared_prefix(tiny_pipeline, samples, embeds, index, GenerationSettings(num_beams=2)) is None
 
 
 def test_run_info_mismatch_is_refused(tmp_path):

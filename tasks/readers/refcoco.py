@@ -18,6 +18,7 @@ evaluation json holds.  ``image`` is the file name, joined to ``images`` when gi
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Any
 
@@ -34,7 +35,7 @@ EVAL_JSON_IMAGE_CHARS = 27  # "COCO_train2014_000000580957" of "COCO_train2014_0
 
 
 def _image_path(name: str, images: str | Path | None) -> str:
-    return str(Path(images) / name) if images is not None else name
+    return os.path.join(images, name) if images is not None else name
 
 
 def _region(where: str, **kwargs: Any) -> RegionRecord:
