@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 import types
 import typing
 from dataclasses import dataclass, field
@@ -195,6 +196,9 @@ def _positive(obj: Any, *names: str) -> None:
             raise ConfigError(f"{type(obj).__name__}.{n} must be a positive number, got {v!r}")
 
 
+_SCIENTIFIC = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
+
+
 def _check_type(value: Any, tp: Any, where: str) -> Any:
     origin = get_origin(tp)
     if tp is Any:
@@ -232,6 +236,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
             raise ConfigError(f"{where}: expected a mapping for {tp.__name__}, got {type(value).__name__}")
         return from_dict(tp, value, where)
     if tp is float:
+        if isinstance(value, str) and _SCIENTIFIC.match(value.strip()):
+            return float(value)  # YAML 1.1 reads "1e-5" (no dot) as text; it is meant as a number
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             raise ConfigError(f"{where}: expected a number, got {type(value).__name__} {value!r}")
         return float(value)

@@ -14,7 +14,6 @@
 from __future__ import annotations
 
 import argparse
-import re
 from pathlib import Path
 
 from mgv2.config import PACKAGE_DIR, ConfigError, TrainConfig, load_yaml, save_yaml
@@ -26,17 +25,7 @@ def default_config(stage: int) -> Path:
     return rel if rel.is_file() else PACKAGE_DIR.parent / rel
 
 
-_SCI = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)[eE][+-]?\d+$")
-
-
-def _yaml_number(item: str) -> str:
-    """``schedule.lr=3e-3`` -> ``schedule.lr=0.003``: YAML 1.1 reads ``3e-3`` (no dot) as text."""
-    key, sep, value = item.partition("=")
-    return f"{key}={float(value)!r}" if sep and _SCI.match(value.strip()) else item
-
-
 def load_train_config(stage: int | None, config: str | None, overrides: list[str]) -> TrainConfig:
-    overrides = [_yaml_number(o) for o in overrides]
     if config is None and stage is None:
         raise ConfigError("say which stage: --stage N (configs/train/stageN.yaml) or --config FILE")
     path = Path(config) if config is not None else default_config(stage)
