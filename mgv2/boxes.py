@@ -11,8 +11,8 @@ Nobody else in the project writes a box regex: tasks, eval, app and drawing call
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 

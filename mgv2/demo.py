@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from mgv2.cli import DEFAULT_MODEL, main as cli_main
+from mgv2.cli import DEFAULT_MODEL
+from mgv2.cli import main as cli_main
 
 
 def demo_scene(width: int = 320, height: int = 240) -> Image.Image:

@@ -16,8 +16,8 @@ only: other characters show as ``?``.
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import supervision as sv

@@ -41,7 +41,7 @@ class GenerationSettings:
             raise ValueError("num_beams must be >= 1")
 
     @classmethod
-    def demo(cls) -> "GenerationSettings":
+    def demo(cls) -> GenerationSettings:
         """The official demo's sampling defaults (SPEC §8)."""
         return cls(max_new_tokens=500, do_sample=True, temperature=0.6, top_p=0.9, repetition_penalty=1.05)
 
@@ -112,7 +112,7 @@ class MiniGPTv2(nn.Module):
     def trainable_parameters(self) -> dict[str, nn.Parameter]:
         return {n: p for n, p in self.named_parameters() if p.requires_grad}
 
-    def train(self, mode: bool = True) -> "MiniGPTv2":
+    def train(self, mode: bool = True) -> MiniGPTv2:
         super().train(mode)
         if "vision" not in self.trainable_parts:
             self.visual_encoder.eval()  # frozen encoder stays in eval mode (SPEC §1)

@@ -8,9 +8,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 
@@ -44,7 +44,7 @@ class Pipeline:
         checkpoint: str | Path | None = None,
         device: str | None = None,
         verbose: bool = True,
-    ) -> "Pipeline":
+    ) -> Pipeline:
         """Tokenizer + model from ``cfg``; then the MiniGPT-v2 checkpoint (``checkpoint``
         argument, else ``cfg.checkpoint``), released ``.pth`` or mgv2 folder."""
         from mgv2.checkpoint import load_any_checkpoint

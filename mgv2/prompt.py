@@ -18,8 +18,8 @@ Each text segment is tokenised on its own, exactly where the official code split
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, fields
-from typing import Sequence
 
 import torch
 
@@ -57,7 +57,7 @@ class Batch:
     labels: torch.Tensor | None = None  # [B, L] long, IGNORE_INDEX where no loss
     pixel_values: torch.Tensor | None = None  # [N, 3, S, S]
 
-    def to(self, device: torch.device | str) -> "Batch":
+    def to(self, device: torch.device | str) -> Batch:
         moved = {}
         for f in fields(self):
             v = getattr(self, f.name)

@@ -20,14 +20,12 @@ the corpus takes the instruction templates from ``tasks.TASKS``).
 from __future__ import annotations
 
 import json
-import os
 import re
-import shutil
-import tempfile
 from collections.abc import Iterable
 from pathlib import Path
 
 from mgv2.errors import MGV2Error
+from mgv2.io import atomic_dir
 
 UNK, BOS, EOS = "<unk>", "<s>", "</s>"
 PAD = "$$"
@@ -183,12 +181,7 @@ def train_tiny_tokenizer(texts: Iterable[str], out_dir: Path, vocab_size: int = 
         model_max_length=4096,
     )
     out_dir = Path(out_dir)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
-    try:
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the final folder gets normal permissions
+    with atomic_dir(out_dir) as tmp:
         fast.save_pretrained(str(tmp))
         # name the class every transformers release knows (v5 calls it TokenizersBackend and
         # keeps PreTrainedTokenizerFast as its alias; v4 knows only the latter)
@@ -196,12 +189,6 @@ def train_tiny_tokenizer(texts: Iterable[str], out_dir: Path, vocab_size: int = 
         cfg = json.loads(cfg_path.read_text())
         cfg["tokenizer_class"] = "PreTrainedTokenizerFast"
         cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n")
-        if out_dir.exists():
-            shutil.rmtree(out_dir)
-        os.replace(tmp, out_dir)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
 
 
