@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -100,8 +101,11 @@ def cmd_eval(args) -> int:
         Path(args.images) if args.images else None,
     )
     out = Path(args.out) if args.out else Path("runs") / "eval" / bench.name
+    # rescoring needs no process group: under torchrun only rank 0 scores
     dist = init_distributed() if not args.predictions else None
-    is_main = dist is None or dist.is_main
+    is_main = dist.is_main if dist is not None else int(os.environ.get("RANK", "0")) == 0
+    if not is_main and dist is None:
+        return 0
     log = sys.stderr if args.json else sys.stdout
     pipes: list = []  # the model, built on first need and shared by the splits
     settings_info = {

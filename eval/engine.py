@@ -312,7 +312,7 @@ def _plain_greedy(settings: GenerationSettings) -> bool:
     )
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def generate_shared_prefix(
     pipe, samples: Sequence[Sample], image_embeds: torch.Tensor, image_index: Sequence[int],
     settings: GenerationSettings,

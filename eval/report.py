@@ -246,6 +246,7 @@ def write_outputs(out: str | Path, bench, results: Sequence[SplitResult], settin
         body = vqa_markdown(results)
         sheet = contact_sheet(vqa_tiles(results, worst), out / SHEET)
     if sheet is None:
+        (out / SHEET).unlink(missing_ok=True)  # no stale picture from an earlier run
         body = body.replace(f"![worst cases]({SHEET})", "(none)").replace(f"![wrong answers]({SHEET})", "(none)")
     atomic_write_text(out / REPORT, "\n".join(head) + "\n\n" + body)
     return payload

@@ -227,7 +227,10 @@ def build_model(cfg: ModelConfig, *, pad_token_id: int, device: str | torch.devi
     llm_path = None if meta else cfg.path(cfg.llm.path)
     llm = build_llm(cfg.llm, llm_path, DTYPES[cfg.llm_precision], device=device)
     if cfg.llm.gradient_checkpointing and not meta:
-        llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        if hasattr(llm, "activation_checkpointing_enable"):  # transformers >= 5 name
+            llm.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
+        else:
+            llm.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
         llm.enable_input_require_grads()
     if cfg.lora.enabled:
         llm = add_lora(llm, cfg.lora)
