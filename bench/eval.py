@@ -1,6 +1,6 @@
 """``mgv2 eval refcoco`` against a loop written the way the official MiniGPT-v2 script works.
 
-    .venv/bin/python bench/eval.py [--expressions 400] [--batch-size 32] [--workers 2]
+    .venv/bin/python bench/eval.py [--expressions 1000] [--batch-size 32] [--workers 2] [--threads N]
 
 Data: the first ``--expressions`` expressions of the shared RefCOCO val json
 (``../shared/data/refcoco_eval/refcoco_val.json``), with placeholder JPEGs written at the recorded
@@ -85,7 +85,8 @@ def official_loop(pipe, records, prompts, settings, batch: int = 10) -> list[str
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model", default=str(ROOT / "configs/model/tiny.yaml"))
-    ap.add_argument("--expressions", type=int, default=400)
+    ap.add_argument("--expressions", type=int, default=1000,
+                    help="first N expressions of RefCOCO val (real splits hold 4896-10834)")
     ap.add_argument("--batch-size", type=int, default=32)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=3, help="timed runs of each variant (the best counts)")

@@ -303,6 +303,18 @@ def _batches(
             yield take(min(batch_size, len(pending)))
 
 
+def _last_logits_kwargs(llm) -> dict[str, int]:
+    """Ask the LLM for the last position's logits only, under the name its version uses."""
+    import inspect
+
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    params = inspect.signature(base.forward).parameters
+    for name in ("logits_to_keep", "num_logits_to_keep"):
+        if name in params:
+            return {name: 1}
+    return {}
+
+
 def _plain_greedy(settings: GenerationSettings) -> bool:
     return (
         not settings.do_sample
@@ -320,9 +332,10 @@ def generate_shared_prefix(
     """Greedy answers computing the image prefix of the prompt once per image.
 
     Every inference prompt starts with the same tokens and the image, ``<s><s>[INST] <Img>`` +
-    image embeddings: their keys/values are computed once per unique image of the batch and
-    copied to each of its prompts; then only the text after the image (``</Img> {instruction}
-    [/INST]``) is run per prompt, padded BETWEEN prefix and text so that the positions of the
+    image embeddings (+ the text tokens right after the image that all prompts of the batch share,
+    e.g. ``</Img> [refer] give me the location of``): their keys/values are computed once per
+    unique image of the batch and copied to each of its prompts; then only the rest of each prompt
+    is run, padded BETWEEN prefix and text so that the positions of the
     real tokens are those of the left-padded prompt (``cumsum(mask) - 1``), and decoding is the
     plain greedy loop of ``transformers`` (argmax; finished rows get the pad token; stop at EOS
     or ``max_new_tokens``).  The arithmetic is the model's own, only not repeated; answers are
@@ -345,19 +358,28 @@ def generate_shared_prefix(
     head = encoded[0].input_ids[:start]
     if any(e.image_start != start or e.input_ids[:start] != head or len(e) <= n_prefix for e in encoded):
         return None
+    # text tokens right after the image that every prompt of the batch shares ("</Img> [refer] give
+    # me the location of"): part of the prefix too; each prompt keeps at least one token of its own
+    tails = [e.input_ids[n_prefix:] for e in encoded]
+    shared = 0
+    while shared < min(len(t) for t in tails) - 1 and all(t[shared] == tails[0][shared] for t in tails):
+        shared += 1
     dev = pipe.device
     embed = llm.get_input_embeddings()
+    last_only = _last_logits_kwargs(llm)
     n_img = image_embeds.shape[0]
     # 1. the shared prefix, once per unique image
     head_embeds = embed(torch.tensor([head], device=dev)).expand(n_img, -1, -1)
-    prefix = torch.cat([head_embeds, image_embeds.to(dev, head_embeds.dtype)], dim=1)
+    text_embeds = embed(torch.tensor([tails[0][:shared]], device=dev, dtype=torch.long)).expand(n_img, -1, -1)
+    prefix = torch.cat([head_embeds, image_embeds.to(dev, head_embeds.dtype), text_embeds], dim=1)
+    n_prefix += shared
+    tails = [t[shared:] for t in tails]
     cache = DynamicCache()
     llm(inputs_embeds=prefix, attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long, device=dev),
         position_ids=torch.arange(n_prefix, device=dev).expand(n_img, -1), past_key_values=cache,
-        use_cache=True, logits_to_keep=1)
+        use_cache=True, **last_only)
     cache.reorder_cache(torch.as_tensor(list(image_index), dtype=torch.long, device=dev))  # rows -> prompts
-    # 2. the text after the image, right-aligned (padding between prefix and text)
-    tails = [e.input_ids[n_prefix:] for e in encoded]
+    # 2. the rest of each prompt, right-aligned (padding between prefix and text)
     width = max(len(t) for t in tails)
     batch = len(samples)
     ids = torch.full((batch, width), enc.pad_id, dtype=torch.long, device=dev)
@@ -368,7 +390,7 @@ def generate_shared_prefix(
         mask[b, n_prefix + width - len(tail):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, n_prefix:]
     out = llm(inputs_embeds=embed(ids), attention_mask=mask, position_ids=positions, past_key_values=cache,
-              use_cache=True, logits_to_keep=1)
+              use_cache=True, **last_only)
     # 3. greedy decoding
     eos, pad = model.eos_token_id, model.pad_token_id
     unfinished = torch.ones(batch, dtype=torch.bool, device=dev)
@@ -384,7 +406,7 @@ def generate_shared_prefix(
         mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=dev)], dim=1)
         position = position + 1
         out = llm(inputs_embeds=embed(token[:, None]), attention_mask=mask, position_ids=position,
-                  past_key_values=cache, use_cache=True, logits_to_keep=1)
+                  past_key_values=cache, use_cache=True, **last_only)
     texts = []
     for row in torch.stack(steps, dim=1).tolist():
         if eos in row:
@@ -412,9 +434,9 @@ def run_generation(
 
     ``pipe`` is a :class:`mgv2.pipeline.Pipeline` or a function returning one (called only when
     something is left to generate).  ``share_prefix`` computes the image part of the prompt once
-    per image (:func:`generate_shared_prefix`); off, every prompt goes through ``pipe.generate``.  ``items`` is the whole split (for checking resumed lines);
-    returns ``{index: answer}`` of every prediction in the merged file on rank 0, ``None`` on the
-    other ranks.
+    per image (:func:`generate_shared_prefix`); off, every prompt goes through ``pipe.generate``.
+    ``items`` is the whole split (for checking resumed lines).  Returns ``{index: answer}`` of
+    every prediction in the merged file on rank 0, ``None`` on the other ranks.
     """
     from tqdm import tqdm
 
