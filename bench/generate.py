@@ -60,7 +60,10 @@ def main() -> None:
     ap.add_argument("--new-tokens", type=int, default=20)
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--json", default=None, help="also write the results here")
+    ap.add_argument("--threads", type=int, default=None, help="torch CPU threads (default: torch's choice)")
     args = ap.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     torch.manual_seed(0)
     pipe = Pipeline.from_config(load_yaml(ModelConfig, args.model), device="cpu", verbose=False)

@@ -385,3 +385,26 @@ def test_pairs_tar_errors(tmp_path):
     broken.write_bytes(b"not a tar at all" * 10)
     with pytest.raises(DataError, match=r"broken\.tar: cannot read as a tar shard"):
         read_pairs_tar(broken)
+
+
+def test_coco_refer_takes_objects_named_once_per_image(tmp_path):
+    """Your own COCO-format data as refer data (the README's fine-tuning example)."""
+    import random
+
+    from tasks import TASKS
+    from tasks.readers import read_coco_refer
+
+    coco = {
+        "images": [{"id": 1, "file_name": "a.jpg", "width": 200, "height": 100}],
+        "categories": [{"id": 1, "name": "cup"}, {"id": 2, "name": "kite"}],
+        "annotations": [
+            {"id": 10, "image_id": 1, "category_id": 1, "bbox": [10, 10, 20, 20], "area": 400, "iscrowd": 0},
+            {"id": 11, "image_id": 1, "category_id": 1, "bbox": [50, 10, 20, 20], "area": 400, "iscrowd": 0},
+            {"id": 12, "image_id": 1, "category_id": 2, "bbox": [100, 20, 50, 40], "area": 2000, "iscrowd": 0},
+        ],
+    }
+    (tmp_path / "instances.json").write_text(json.dumps(coco))
+    records = read_coco_refer(tmp_path / "instances.json", images=tmp_path)
+    assert [(r.expression, r.box_xyxy) for r in records] == [("kite", (100.0, 20.0, 150.0, 60.0))]
+    sample = TASKS["refer"].build(records[0], random.Random(0))
+    assert sample.target == "{<50><20><75><60>}"

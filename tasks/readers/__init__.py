@@ -35,10 +35,12 @@ Sources (record type, task, files under ``root``)::
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
 from tasks.readers.base import DataError
+from tasks.records import RegionRecord
 from tasks.readers.captions import read_coco_caption, read_textcaps
 from tasks.readers.cc_sbu_align import read_cc_sbu_align
 from tasks.readers.coco_det import read_coco_detection
@@ -99,6 +101,20 @@ def read_coco_det(root: str | Path, split: str = "val", images: str | Path | Non
     return read_coco_detection(_in(root, f"instances_{split}.json", "instances.json"), images)
 
 
+def read_coco_refer(root: str | Path, split: str = "val", images: str | Path | None = None) -> list:
+    """A COCO-format detection file as referring data: one :class:`RegionRecord` per object
+    whose category occurs exactly once in its image (so the category name refers to it
+    unambiguously).  For fine-tuning refer / identify on your own COCO-format annotations."""
+    out = []
+    for det in read_coco_det(root, split, images):
+        counts = Counter(phrase for phrase, _ in det.objects)
+        for phrase, box in det.objects:
+            if counts[phrase] == 1:
+                out.append(RegionRecord(det.image, det.width, det.height, phrase, box,
+                                        meta={**det.meta, "source": "coco_refer"}))
+    return out
+
+
 def read_vsr_split(root: str | Path, split: str = "test", **options) -> list:
     """VSR ``<split>.jsonl`` (or ``zeroshot_<split>.jsonl``) in ``root`` (or the file)."""
     return read_vsr(_in(root, f"{split}.jsonl", f"zeroshot_{split}.jsonl"), **options)
@@ -142,6 +158,7 @@ SOURCES: dict[str, Callable[..., list]] = {
     "vg_regions": read_vg_regions,
     # detection / grounding
     "coco_det": read_coco_det,
+    "coco_refer": read_coco_refer,
     "flickr_grounded_caption": read_flickr_grounded_caption,
     "flickr_caption_to_phrase": read_flickr_caption_to_phrase,
     "flickr_phrase_to_box": read_flickr_phrase_to_box,
