@@ -1,6 +1,6 @@
 """Checkpoints: the released MiniGPT-v2 ``.pth`` format, and mgv2's own folders.
 
-Released format (SPEC §6): ``torch.load(path)["model"]`` holds the projector, the LoRA
+Released format (SPEC §6): the file's ``["model"]`` entry holds the projector, the LoRA
 A/B matrices under old peft names (no ``.default.``) and ``rotary_emb.inv_freq`` buffers.
 The official loader uses ``strict=False`` and ignores the result; this one maps every key,
 reports every missing and unexpected key, and refuses shape mismatches.
