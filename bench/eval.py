@@ -78,7 +78,7 @@ def official_loop(pipe, records, prompts, settings, batch: int = 10) -> list[str
             pixels = pipe.processor.batch([load_image(records[i].image) for i in chunk]).to(pipe.device)
             embeds = pipe.model.embed_images(pixels.to(pipe._vision_dtype()))
             samples = [Sample(image=records[i].image, turns=[Turn(prompts[i])]) for i in chunk]
-            answers += pipe.generate(samples, embeds, list(range(len(chunk))), settings)
+            answers += pipe.generate(samples, embeds, list(range(len(chunk))), settings, share_prefix=False)
     return answers
 
 

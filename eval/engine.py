@@ -5,7 +5,7 @@
   prompts wait in a queue (with a reference to their image's embedding) and are generated in full
   greedy batches of ``batch_size``.  The prompt part up to and including the image is the same
   for every prompt about an image: its keys/values are computed once per image of a batch
-  (:func:`generate_shared_prefix`, same arithmetic as the left-padded batch, not repeated).
+  (:func:`mgv2.generation.shared_prefix_greedy`, same arithmetic as the left-padded batch, not repeated).
 * Every finished batch is appended to the predictions file and flushed, one JSON line per item:
   ``{"index", "answer", "image", "prompt"}``.  A rerun reads what is there (a line cut off by a
   crash is dropped), checks each line's prompt against the current item, and generates only the
@@ -303,118 +303,6 @@ def _batches(
             yield take(min(batch_size, len(pending)))
 
 
-def _last_logits_kwargs(llm) -> dict[str, int]:
-    """Ask the LLM for the last position's logits only, under the name its version uses."""
-    import inspect
-
-    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
-    params = inspect.signature(base.forward).parameters
-    for name in ("logits_to_keep", "num_logits_to_keep"):
-        if name in params:
-            return {name: 1}
-    return {}
-
-
-def _plain_greedy(settings: GenerationSettings) -> bool:
-    return (
-        not settings.do_sample
-        and settings.num_beams == 1
-        and settings.repetition_penalty == 1.0
-        and settings.min_new_tokens == 0
-    )
-
-
-@torch.inference_mode()
-def generate_shared_prefix(
-    pipe, samples: Sequence[Sample], image_embeds: torch.Tensor, image_index: Sequence[int],
-    settings: GenerationSettings,
-) -> list[str] | None:
-    """Greedy answers computing the image prefix of the prompt once per image.
-
-    Every inference prompt starts with the same tokens and the image, ``<s><s>[INST] <Img>`` +
-    image embeddings (+ the text tokens right after the image that all prompts of the batch share,
-    e.g. ``</Img> [refer] give me the location of``): their keys/values are computed once per
-    unique image of the batch and copied to each of its prompts; then only the rest of each prompt
-    is run, padded BETWEEN prefix and text so that the positions of the
-    real tokens are those of the left-padded prompt (``cumsum(mask) - 1``), and decoding is the
-    plain greedy loop of ``transformers`` (argmax; finished rows get the pad token; stop at EOS
-    or ``max_new_tokens``).  The arithmetic is the model's own, only not repeated; answers are
-    compared with :meth:`mgv2.pipeline.Pipeline.generate` in the tests and in ``bench/eval.py``.
-
-    Returns ``None`` (the caller then uses ``pipe.generate``) when the settings are not plain
-    greedy or the prompts do not share that prefix.
-    """
-    from transformers import DynamicCache
-
-    if not _plain_greedy(settings):
-        return None
-    enc, model = pipe.encoder, pipe.model
-    llm = model.llama_model
-    encoded = [enc.encode_prompt(s) for s in samples]
-    start = encoded[0].image_start
-    if start is None:
-        return None
-    n_prefix = start + enc.num_image_tokens
-    head = encoded[0].input_ids[:start]
-    if any(e.image_start != start or e.input_ids[:start] != head or len(e) <= n_prefix for e in encoded):
-        return None
-    # text tokens right after the image that every prompt of the batch shares ("</Img> [refer] give
-    # me the location of"): part of the prefix too; each prompt keeps at least one token of its own
-    tails = [e.input_ids[n_prefix:] for e in encoded]
-    shared = 0
-    while shared < min(len(t) for t in tails) - 1 and all(t[shared] == tails[0][shared] for t in tails):
-        shared += 1
-    dev = pipe.device
-    embed = llm.get_input_embeddings()
-    last_only = _last_logits_kwargs(llm)
-    n_img = image_embeds.shape[0]
-    # 1. the shared prefix, once per unique image
-    head_embeds = embed(torch.tensor([head], device=dev)).expand(n_img, -1, -1)
-    text_embeds = embed(torch.tensor([tails[0][:shared]], device=dev, dtype=torch.long)).expand(n_img, -1, -1)
-    prefix = torch.cat([head_embeds, image_embeds.to(dev, head_embeds.dtype), text_embeds], dim=1)
-    n_prefix += shared
-    tails = [t[shared:] for t in tails]
-    cache = DynamicCache()
-    llm(inputs_embeds=prefix, attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long, device=dev),
-        position_ids=torch.arange(n_prefix, device=dev).expand(n_img, -1), past_key_values=cache,
-        use_cache=True, **last_only)
-    cache.reorder_cache(torch.as_tensor(list(image_index), dtype=torch.long, device=dev))  # rows -> prompts
-    # 2. the rest of each prompt, right-aligned (padding between prefix and text)
-    width = max(len(t) for t in tails)
-    batch = len(samples)
-    ids = torch.full((batch, width), enc.pad_id, dtype=torch.long, device=dev)
-    mask = torch.zeros((batch, n_prefix + width), dtype=torch.long, device=dev)
-    mask[:, :n_prefix] = 1
-    for b, tail in enumerate(tails):
-        ids[b, width - len(tail):] = torch.tensor(tail, device=dev)
-        mask[b, n_prefix + width - len(tail):] = 1
-    positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, n_prefix:]
-    out = llm(inputs_embeds=embed(ids), attention_mask=mask, position_ids=positions, past_key_values=cache,
-              use_cache=True, **last_only)
-    # 3. greedy decoding
-    eos, pad = model.eos_token_id, model.pad_token_id
-    unfinished = torch.ones(batch, dtype=torch.bool, device=dev)
-    position = positions[:, -1:]
-    steps = []
-    for step in range(settings.max_new_tokens):
-        token = out.logits[:, -1, :].float().argmax(-1)
-        token = torch.where(unfinished, token, torch.full_like(token, pad))
-        steps.append(token)
-        unfinished &= token != eos
-        if step == settings.max_new_tokens - 1 or not bool(unfinished.any()):
-            break
-        mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=dev)], dim=1)
-        position = position + 1
-        out = llm(inputs_embeds=embed(token[:, None]), attention_mask=mask, position_ids=position,
-                  past_key_values=cache, use_cache=True, **last_only)
-    texts = []
-    for row in torch.stack(steps, dim=1).tolist():
-        if eos in row:
-            row = row[: row.index(eos)]
-        texts.append(enc.decode(row))
-    return texts
-
-
 def run_generation(
     pipe,
     items: Sequence[EvalItem],
@@ -434,7 +322,7 @@ def run_generation(
 
     ``pipe`` is a :class:`mgv2.pipeline.Pipeline` or a function returning one (called only when
     something is left to generate).  ``share_prefix`` computes the image part of the prompt once
-    per image (:func:`generate_shared_prefix`); off, every prompt goes through ``pipe.generate``.
+    per image (:func:`mgv2.generation.shared_prefix_greedy`); off, every prompt goes through ``pipe.generate``.
     ``items`` is the whole split (for checking resumed lines).  Returns ``{index: answer}`` of
     every prediction in the merged file on rank 0, ``None`` on the other ranks.
     """
@@ -466,9 +354,7 @@ def run_generation(
         try:
             for batch_items, embeds, index in _batches(pipe, group_images(todo, batch_size), workers, batch_size):
                 samples = [Sample(image=it.image, turns=[Turn(it.prompt)]) for it in batch_items]
-                texts = generate_shared_prefix(pipe, samples, embeds, index, settings) if share_prefix else None
-                if texts is None:
-                    texts = pipe.generate(samples, embeds, index, settings)
+                texts = pipe.generate(samples, embeds, index, settings, share_prefix=share_prefix)
                 writer.write(line_of(it, text) for it, text in zip(batch_items, texts))
                 bar.update(len(batch_items))
         finally:

@@ -93,9 +93,20 @@ class Pipeline:
         image_embeds: torch.Tensor | None,
         image_index: Sequence[int],
         settings: GenerationSettings | None = None,
+        share_prefix: bool = True,
     ) -> list[str]:
-        batch = self.prompt_batch(samples, image_index)
-        ids = self.model.generate(batch, settings, image_embeds=image_embeds)
+        """Answers for prompts about already-embedded images.  Plain greedy decoding runs the
+        prompt prefix shared by all prompts once per image (:mod:`mgv2.generation`); other
+        settings go through the model's ``generate`` (transformers)."""
+        from mgv2.generation import shared_prefix_greedy
+
+        settings = settings or GenerationSettings()
+        ids = None
+        if share_prefix and image_embeds is not None:
+            ids = shared_prefix_greedy(self.model, self.encoder, samples, image_embeds, image_index, settings)
+        if ids is None:
+            batch = self.prompt_batch(samples, image_index)
+            ids = self.model.generate(batch, settings, image_embeds=image_embeds)
         return [self.encoder.decode(row) for row in ids]
 
     @torch.no_grad()

@@ -386,10 +386,11 @@ def test_image_embedding_reuse_and_same_answers_as_official_loop(tmp_path, tiny_
 
 
 def test_shared_prefix_generation_matches_model_generate_with_eos(tiny_pipeline, synth):
-    """The shared-prefix greedy loop against the model's own generate, with an EOS that occurs
-    mid-answer (a random model never emits the real one): same texts, rows finish on time."""
+    """The shared-prefix greedy loop against the model's own generate (transformers), with an
+    EOS that occurs mid-answer (a random model never emits the real one): same ids, rows finish
+    on time; the pipeline uses it for greedy decoding and gives the same texts either way."""
     from eval.benchmarks import get_benchmark
-    from eval.engine import generate_shared_prefix
+    from mgv2.generation import shared_prefix_greedy
     from mgv2.image import load_image
     from mgv2.model import GenerationSettings
     from mgv2.sample import Sample, Turn
@@ -401,17 +402,20 @@ def test_shared_prefix_generation_matches_model_generate_with_eos(tiny_pipeline,
     index = [keys.index(r.image) for r in records]
     samples = [Sample(image=r.image, turns=[Turn(get_benchmark("refcoco").prompt(r))]) for r in records]
     settings = GenerationSettings(max_new_tokens=8)
-    ids = tiny_pipeline.model.generate(tiny_pipeline.prompt_batch(samples, index), settings, image_embeds=embeds)
-    model = tiny_pipeline.model
+    model, enc = tiny_pipeline.model, tiny_pipeline.encoder
+    ids = model.generate(tiny_pipeline.prompt_batch(samples, index), settings, image_embeds=embeds)
     real_eos = model.eos_token_id
-    model.eos_token_id = ids[0][3]  # this row stops after 3 tokens
+    model.eos_token_id = ids[0][3]  # this row stops after at most 3 tokens
     try:
-        shared = generate_shared_prefix(tiny_pipeline, samples, embeds, index, settings)
-        plain = tiny_pipeline.generate(samples, embeds, index, settings)
+        reference = model.generate(tiny_pipeline.prompt_batch(samples, index), settings, image_embeds=embeds)
+        shared = shared_prefix_greedy(model, enc, samples, embeds, index, settings)
+        texts = tiny_pipeline.generate(samples, embeds, index, settings)
+        plain = tiny_pipeline.generate(samples, embeds, index, settings, share_prefix=False)
     finally:
         model.eos_token_id = real_eos
-    assert shared == plain
-    assert generate_shared_prefix(tiny_pipeline, samples, embeds, index, GenerationSettings(num_beams=2)) is None
+    assert shared == reference and len(shared[0]) <= 3  # stopped at the (first) EOS
+    assert texts == plain == [enc.decode(r) for r in reference]
+    assert shared_prefix_greedy(model, enc, samples, embeds, index, GenerationSettings(num_beams=2)) is None
 
 
 def test_run_info_mismatch_is_refused(tmp_path):
