@@ -26,7 +26,6 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 import torch
@@ -36,7 +35,7 @@ from mgv2.errors import ImageError
 
 log = logging.getLogger(__name__)
 
-ImageSource = Union[str, Path, bytes, bytearray, Image.Image]
+ImageSource = str | Path | bytes | bytearray | Image.Image
 
 MAX_PIXELS = 64_000_000  # default limit on width * height (a 8000 x 8000 photo)
 

@@ -9,7 +9,6 @@ import torch
 
 from mgv2.checkpoint import (
     export_merged,
-    load_checkpoint_folder,
     load_official_checkpoint,
     mgv2_to_official_key,
     save_checkpoint,

@@ -40,7 +40,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 from tasks.readers.base import DataError
-from tasks.records import RegionRecord
 from tasks.readers.captions import read_coco_caption, read_textcaps
 from tasks.readers.cc_sbu_align import read_cc_sbu_align
 from tasks.readers.coco_det import read_coco_detection
@@ -63,6 +62,7 @@ from tasks.readers.text_only import read_alpaca, read_unnatural_instructions
 from tasks.readers.visual_genome import read_vg_regions
 from tasks.readers.vqa import read_vqa
 from tasks.readers.vsr import read_vsr
+from tasks.records import RegionRecord
 
 
 def _in(root: str | Path, *names: str) -> Path:
