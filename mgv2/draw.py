@@ -101,7 +101,11 @@ def draw_boxes(
         raise ValueError(f"draw_boxes got {len(colors)} colours for {len(groups)} groups; give one per group")
     canvas = to_rgb(image).copy()  # supervision draws into the PIL image it is given
     width, height = canvas.size
-    palette = [_as_color(c) for c in colors] if colors is not None else [PALETTE.by_idx(i) for i in range(len(groups))]
+    palette = (
+        [_as_color(c) for c in colors]
+        if colors is not None
+        else [PALETTE.by_idx(i) for i in range(len(groups))]
+    )
 
     xyxy: list[tuple[float, float, float, float]] = []
     class_ids: list[int] = []
@@ -119,7 +123,9 @@ def draw_boxes(
 
     resolution = (width, height)
     color_palette = sv.ColorPalette(colors=palette)
-    detections = sv.Detections(xyxy=np.asarray(xyxy, dtype=np.float32), class_id=np.asarray(class_ids, dtype=int))
+    detections = sv.Detections(
+        xyxy=np.asarray(xyxy, dtype=np.float32), class_id=np.asarray(class_ids, dtype=int)
+    )
     box_annotator = sv.BoxAnnotator(
         color=color_palette,
         thickness=thickness if thickness is not None else sv.calculate_optimal_line_thickness(resolution),
@@ -133,7 +139,9 @@ def draw_boxes(
             color=color_palette,
             text_color=sv.ColorPalette(colors=[_text_color(c) for c in palette]),
             color_lookup=sv.ColorLookup.CLASS,
-            text_scale=text_scale if text_scale is not None else max(sv.calculate_optimal_text_scale(resolution), 0.4),
+            text_scale=text_scale
+            if text_scale is not None
+            else max(sv.calculate_optimal_text_scale(resolution), 0.4),
             smart_position=True,  # keeps labels of boxes at the top edge inside the picture
         )
         texts = [label for label in labels if label is not None]
@@ -165,7 +173,9 @@ def save_image_atomic(img: Image.Image, path: str | Path, **save_kwargs: object)
     path = Path(path)
     fmt = Image.registered_extensions().get(path.suffix.lower())
     if fmt is None:
-        raise ValueError(f"cannot tell the image format from {path.name!r}; use an extension such as .png or .jpg")
+        raise ValueError(
+            f"cannot tell the image format from {path.name!r}; use an extension such as .png or .jpg"
+        )
     out = img
     if fmt == "JPEG" and img.mode not in ("RGB", "L", "CMYK"):
         out = to_rgb(img)

@@ -83,7 +83,9 @@ def _open(source: ImageSource, what: str) -> Image.Image:
         if not path.exists():
             raise ImageError(f"image file not found: {path}; check the path (and the working directory)")
         if path.is_dir():
-            raise ImageError(f"{path} is a directory, not an image file; pass the path of one image inside it")
+            raise ImageError(
+                f"{path} is a directory, not an image file; pass the path of one image inside it"
+            )
         try:
             size = path.stat().st_size
         except OSError as err:
@@ -94,9 +96,7 @@ def _open(source: ImageSource, what: str) -> Image.Image:
     try:
         return Image.open(stream)
     except Image.DecompressionBombError as err:
-        raise ImageError(
-            f"{what} is too large to decode safely ({err}); downscale it first"
-        ) from None
+        raise ImageError(f"{what} is too large to decode safely ({err}); downscale it first") from None
     except UnidentifiedImageError:
         raise ImageError(
             f"{what} is not an image Pillow can read (wrong extension, a text/HTML file, or an "
@@ -119,8 +119,7 @@ def _decode(img: Image.Image, what: str) -> None:
         raise ImageError(f"{what} is too large to decode safely ({err}); downscale it first") from None
     except _DECODE_ERRORS as err:
         raise ImageError(
-            f"{what} is truncated or corrupt ({type(err).__name__}: {err}); re-download or "
-            "re-export the file"
+            f"{what} is truncated or corrupt ({type(err).__name__}: {err}); re-download or re-export the file"
         ) from None
 
 
