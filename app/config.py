@@ -4,8 +4,8 @@
     streamlit run app/main.py -- --model CONFIG --checkpoint PATH    # real weights
     MGV2_MODEL=CONFIG MGV2_CHECKPOINT=PATH streamlit run app/main.py  # the same with env vars
 
-The default model is set in ONE place: :data:`DEFAULT_MODEL` / :data:`DEFAULT_CHECKPOINT` below.
-When the trained demo model exists, point these two lines at it.
+The default model is the bundled demo model (``mgv2.config.DEFAULT_MODEL``, the one place every
+command takes it from); its config names its checkpoint (``mgv2:demo_model``).
 
 Environment variables:
 
@@ -27,12 +27,11 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
+from mgv2.config import DEFAULT_MODEL
+
 ROOT = Path(__file__).resolve().parents[1]  # the repository root
 
-# -- the one place that says which model the app opens with ----------------------------------
-DEFAULT_MODEL = "configs/model/tiny.yaml"  # random weights until the demo model is trained
-DEFAULT_CHECKPOINT: str | None = None
-# ----------------------------------------------------------------------------------------------
+DEFAULT_CHECKPOINT: str | None = None  # None: the checkpoint the model config names
 
 DEFAULT_MAX_UPLOAD_MB = 20
 FAKE_ANSWER_ENV = "MGV2_APP_FAKE_ANSWER"

@@ -43,8 +43,9 @@ def stage_minutes(lines: list[dict]) -> list[float]:
 
 
 def build_curves(stages: list[Path]):
-    """-> (loss points [(minute, loss, stage)], {stage: [(step, absolute minute)]}, stage ends)."""
-    loss_pts, step_time, ends = [], {}, []
+    """-> (loss points [(minute, loss, stage)], refer-step loss points [(minute, loss)],
+    {stage: [(step, absolute minute)]}, stage ends)."""
+    loss_pts, refer_pts, step_time, ends = [], [], {}, []
     offset = 0.0
     for i, folder in enumerate(stages, start=1):
         lines = read_log(folder)
@@ -57,10 +58,12 @@ def build_curves(stages: list[Path]):
             stage = int(yaml.safe_load(train_yaml.read_text()).get("stage", i))
         pts = [(offset + m, ln["loss"]) for m, ln in zip(mins, lines)]
         loss_pts.extend((m, loss, stage) for m, loss in pts)
+        refer_pts.extend((offset + m, ln["step_loss"]) for m, ln in zip(mins, lines)
+                         if ln.get("datasets") == ["refcoco"] and "step_loss" in ln)
         step_time[stage] = [(ln["step"], offset + m) for m, ln in zip(mins, lines)]
         offset += mins[-1]
         ends.append((stage, offset))
-    return loss_pts, step_time, ends
+    return loss_pts, refer_pts, step_time, ends
 
 
 def minute_of(step_time: dict, stage: int, step: int) -> float | None:
@@ -92,9 +95,13 @@ def plot(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    loss_pts, step_time, ends = build_curves([Path(s) for s in args.stages])
+    loss_pts, refer_pts, step_time, ends = build_curves([Path(s) for s in args.stages])
     fig, ax = plt.subplots(figsize=(8, 4.5))
-    ax.plot([p[0] for p in loss_pts], [p[1] for p in loss_pts], color="tab:blue", lw=1, label="train loss")
+    ax.plot([p[0] for p in loss_pts], [p[1] for p in loss_pts], color="tab:blue", lw=1,
+            label="train loss (mean over log_every steps)")
+    if refer_pts:
+        ax.plot([p[0] for p in refer_pts], [p[1] for p in refer_pts], ".", color="tab:cyan", ms=3,
+                label="loss of a refer step")
     ax.set_xlabel("training minutes (2 CPU cores)")
     ax.set_ylabel("loss (answer tokens)", color="tab:blue")
     ax.set_yscale("log")
@@ -121,8 +128,8 @@ def plot(args) -> int:
         ax2.set_ylabel("refer Acc@0.5 (%)")
         ax2.set_ylim(0, 100)
         ax2.axhline(90, color="tab:red", ls="--", lw=0.8)
-        ax2.legend(loc="center right", fontsize=8)
-    ax.legend(loc="upper right", fontsize=8)
+        ax2.legend(loc="upper right", fontsize=8)
+    ax.legend(loc="lower left", fontsize=8)
     ax.set_title(args.title)
     fig.tight_layout()
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)

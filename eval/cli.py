@@ -20,6 +20,7 @@ import os
 import sys
 from pathlib import Path
 
+from mgv2.config import DEFAULT_MODEL
 from mgv2.errors import MGV2Error
 
 
@@ -37,7 +38,7 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--data", default=None, help="annotation file or folder (defaults: ../shared/data for RefCOCO and VSR)")
     p.add_argument("--annotations", default=None, help="VQAv2/OK-VQA annotations json (with --data = questions json)")
     p.add_argument("--images", default=None, help="folder of the images the annotations name")
-    p.add_argument("--model", default="configs/model/tiny.yaml", help="model config YAML")
+    p.add_argument("--model", default=DEFAULT_MODEL, help=f"model config YAML (default {DEFAULT_MODEL}, the bundled demo model)")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
                    help="override a config value (repeatable)")
     p.add_argument("--checkpoint", default=None, help="MiniGPT-v2 checkpoint (released .pth or mgv2 folder)")

@@ -159,6 +159,8 @@ def _saved_tensors(model) -> dict[str, torch.Tensor]:
     """Trained tensors that are not LoRA (LoRA goes to the peft adapter)."""
     parts = model.part_parameters()
     keep = {"projector"} | {p for p in ("vision", "ln_vision", "llm") if p in model.trainable_parts}
+    if model.save_frozen_vision:
+        keep |= {"vision", "ln_vision"}
     return {n: p.detach().to("cpu").contiguous() for part in keep for n, p in parts[part]}
 
 

@@ -16,9 +16,8 @@ import json
 import sys
 from pathlib import Path
 
+from mgv2.config import DEFAULT_MODEL
 from mgv2.errors import MGV2Error
-
-DEFAULT_MODEL = "configs/model/tiny.yaml"
 
 
 def _model_args(p: argparse.ArgumentParser, checkpoint: bool = True) -> None:

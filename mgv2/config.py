@@ -24,6 +24,10 @@ T = TypeVar("T")
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 ASSETS_PREFIX = "mgv2:"  # paths starting with this resolve inside the installed package's assets
+REPO_DIR = PACKAGE_DIR.parent  # the source checkout (configs/ lives here)
+# The model every command opens when none is given: the bundled demo model (issue #6), whose
+# weights ship in the package (``checkpoint: mgv2:demo_model``).  The one place that says so.
+DEFAULT_MODEL = "configs/model/demo.yaml"
 
 
 class ConfigError(MGV2Error, ValueError):
@@ -64,6 +68,10 @@ class VisionConfig:
     checkpoint: str | None = None  # eva_vit_g.pth (BLIP-2); None = random init
     ln_vision_eps: float = 1e-5
     gradient_checkpointing: bool = False
+    # Random init of ``pos_embed`` (no checkpoint): "trunc_normal" (std 0.02, the official) or
+    # "sincos" (fixed-formula 2D sin-cos, MAE style, still trained): a from-scratch encoder then
+    # knows where each patch is from step 0 (the demo preset).
+    pos_embed_init: Literal["trunc_normal", "sincos"] = "trunc_normal"
 
     def __post_init__(self) -> None:
         _positive(self, "img_size", "patch_size", "width", "depth", "heads", "checkpoint_img_size")
@@ -110,6 +118,10 @@ class LLMConfig:
     eos_token_id: int = 2
     load_in_8bit: bool = False
     gradient_checkpointing: bool = False
+    # Random init only (no ``path``): "sincos" gives the coordinate tokens <0>..<100> ordered
+    # input embeddings and output (lm_head) rows, so neighbouring values start out similar
+    # (the demo preset); "random" = the transformers init for every token.
+    coord_init: Literal["random", "sincos"] = "random"
 
     def __post_init__(self) -> None:
         _positive(self, "vocab_size", "hidden_size", "intermediate_size", "num_layers", "num_heads", "num_kv_heads")
@@ -158,6 +170,16 @@ class ModelConfig:
     llm_precision: Precision = "fp16"
     checkpoint: str | None = None  # a MiniGPT-v2 checkpoint (released .pth or an mgv2 folder)
     max_txt_len: int = 1024
+    # Normalisation of the projected image tokens (no parameters): "none" (official) or
+    # "center_ln": subtract each image's mean token, then a per-token LayerNorm without affine,
+    # scaled by ``image_embed_scale``.  For from-scratch models (the demo preset), where
+    # otherwise the image tokens grow one shared, huge, content-free direction and serve as
+    # attention sinks (docs/demo_model.md).
+    image_embed_norm: Literal["none", "center_ln"] = "none"
+    image_embed_scale: float = 1.0
+    # Write the vision encoder and ln_vision into every checkpoint even when they are frozen:
+    # a frozen RANDOM encoder (demo preset) is part of the model and no file restores it.
+    save_frozen_vision: bool = False
     base_dir: str | None = None  # folder relative paths resolve against (set by load_yaml)
 
     def __post_init__(self) -> None:
@@ -296,9 +318,19 @@ def apply_overrides(data: dict, overrides: list[str]) -> dict:
     return data
 
 
+def config_file(path: str | Path) -> Path:
+    """A config path as given (``mgv2:NAME`` = package assets); a relative path that does not exist
+    from the working directory is taken from the source checkout, so ``configs/model/demo.yaml``
+    works from any folder."""
+    p = resolve_path(str(path))
+    if not p.is_absolute() and not p.exists() and (REPO_DIR / p).is_file():
+        return REPO_DIR / p
+    return p
+
+
 def load_yaml(cls: type[T], path: str | Path, overrides: list[str] | None = None) -> T:
     """Read a YAML config file into ``cls`` (plus ``key=value`` overrides)."""
-    path = Path(path)
+    path = config_file(path)
     if not path.is_file():
         raise ConfigError(f"config file not found: {path}; pass a YAML file such as configs/model/tiny.yaml")
     try:

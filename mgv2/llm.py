@@ -44,6 +44,31 @@ def llama_config(cfg: LLMConfig) -> LlamaConfig:
     )
 
 
+def init_coordinate_tokens(model, token_ids: list[int], std: float = 0.02) -> None:
+    """Ordered init of the coordinate tokens ``<0>..<100>`` (``token_ids[v]`` = id of ``<v>``):
+    input embedding and lm_head row of value v = a sin-cos code of v (periods from 2 to ~400
+    coordinate units) scaled to per-entry std ``std``, so neighbouring values start with
+    similar embeddings and similar logits.  Used for random-init LLMs only (``coord_init``)."""
+    import math
+
+    emb = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    dim = emb.shape[1]
+    half = dim // 2
+    periods = torch.logspace(math.log10(2.0), math.log10(400.0), half, dtype=torch.float64)
+    values = torch.arange(len(token_ids), dtype=torch.float64).reshape(-1, 1)
+    phase = 2 * math.pi * values / periods.reshape(1, -1)
+    code = torch.cat((phase.sin(), phase.cos()), dim=1)
+    if code.shape[1] < dim:
+        code = torch.cat((code, torch.zeros(len(token_ids), dim - code.shape[1], dtype=code.dtype)), dim=1)
+    code = (code / code.std() * std).to(emb.dtype)
+    ids = torch.as_tensor(token_ids, dtype=torch.long, device=emb.device)
+    with torch.no_grad():
+        emb[ids] = code.to(emb.device)
+        if head.data_ptr() != emb.data_ptr():
+            head[ids] = code.to(head.device)
+
+
 def check_arch(cfg: LLMConfig, loaded, where: str) -> None:
     """Refuse a folder whose architecture differs from the config (a wrong path is the
     usual cause, and a silent mismatch would only show as nonsense output)."""

@@ -59,8 +59,13 @@ class MiniGPTv2(nn.Module):
         merge_tokens: int,
         pad_token_id: int,
         eos_token_id: int,
+        image_embed_norm: str = "none",
+        image_embed_scale: float = 1.0,
+        save_frozen_vision: bool = False,
     ) -> None:
         super().__init__()
+        if image_embed_norm not in ("none", "center_ln"):
+            raise ValueError(f"image_embed_norm must be 'none' or 'center_ln', got {image_embed_norm!r}")
         self.visual_encoder = visual_encoder
         self.ln_vision = ln_vision
         self.llama_proj = llama_proj
@@ -69,6 +74,9 @@ class MiniGPTv2(nn.Module):
         self.pad_token_id = pad_token_id
         self.eos_token_id = eos_token_id
         self.trainable_parts: tuple[str, ...] = ()
+        self.image_embed_norm = image_embed_norm  # ModelConfig.image_embed_norm
+        self.image_embed_scale = image_embed_scale
+        self.save_frozen_vision = save_frozen_vision  # checkpoints keep a frozen ViT too
 
     # -- trainable set --------------------------------------------------------------------
     def part_parameters(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
@@ -132,7 +140,11 @@ class MiniGPTv2(nn.Module):
         feats = feats[:, 1:, :]  # drop CLS
         n, pn, hs = feats.shape
         merged = feats.reshape(n, pn // self.merge_tokens, hs * self.merge_tokens)  # 1x4 row merge
-        return self.llama_proj(merged.to(self.llama_proj.weight.dtype))
+        out = self.llama_proj(merged.to(self.llama_proj.weight.dtype))
+        if self.image_embed_norm == "center_ln":
+            out = out - out.mean(dim=1, keepdim=True)
+            out = torch.nn.functional.layer_norm(out, out.shape[-1:]) * self.image_embed_scale
+        return out
 
     def input_embeddings(self, batch: Batch, image_embeds: torch.Tensor | None) -> torch.Tensor:
         """Token embeddings with image positions filled from ``image_embeds[image_index]``."""
@@ -247,6 +259,9 @@ def build_model(cfg: ModelConfig, *, pad_token_id: int, device: str | torch.devi
         merge_tokens=cfg.merge_tokens,
         pad_token_id=pad_token_id,
         eos_token_id=cfg.llm.eos_token_id,
+        image_embed_norm=cfg.image_embed_norm,
+        image_embed_scale=cfg.image_embed_scale,
+        save_frozen_vision=cfg.save_frozen_vision,
     )
     model.set_trainable(cfg.trainable, cfg.vision_trainable_blocks)
     return model

@@ -60,6 +60,11 @@ class Pipeline:
                 f"tokenizer at {tok_path} has {len(tokenizer)} tokens but llm.vocab_size is {cfg.llm.vocab_size}"
             )
         model = build_model(cfg, pad_token_id=int(tokenizer.pad_token_id), device=dev)
+        if cfg.llm.coord_init == "sincos" and cfg.llm.path is None:
+            from mgv2.llm import init_coordinate_tokens
+
+            ids = tokenizer.convert_tokens_to_ids([f"<{v}>" for v in range(101)])
+            init_coordinate_tokens(model.llama_model, [int(i) for i in ids])
         ckpt = Path(checkpoint) if checkpoint is not None else cfg.path(cfg.checkpoint)
         if ckpt is not None:
             report = load_any_checkpoint(model, ckpt)

@@ -144,6 +144,23 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x)).to(x.dtype)
 
 
+def sincos_2d(grid: int, width: int) -> Tensor:
+    """MAE's fixed 2D sin-cos position table [grid*grid, width] (raster order): half the
+    channels encode the row, half the column, each as sin/cos pairs over geometric frequencies."""
+    if width % 4:
+        raise ValueError(f"sin-cos position embedding needs width divisible by 4, got {width}")
+    quarter = width // 4
+    omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
+    pos = torch.arange(grid, dtype=torch.float64)
+    rows, cols = torch.meshgrid(pos, pos, indexing="ij")
+
+    def enc(v: Tensor) -> Tensor:
+        out = v.reshape(-1, 1) * omega.reshape(1, -1)
+        return torch.cat((out.sin(), out.cos()), dim=1)
+
+    return torch.cat((enc(cols), enc(rows)), dim=1).float()
+
+
 class EVAViT(nn.Module):
     """EVA ViT-g as used by BLIP-2 / MiniGPT-v2 (the official ``forward_features``).
 
@@ -167,6 +184,10 @@ class EVAViT(nn.Module):
         for embeddings and Linear weights, zero biases, unit LayerNorms, and the residual
         output projections scaled by ``1/sqrt(2 * layer_id)``."""
         nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        if getattr(self.cfg, "pos_embed_init", "trunc_normal") == "sincos":
+            with torch.no_grad():
+                self.pos_embed.zero_()
+                self.pos_embed[0, 1:] = sincos_2d(self.cfg.grid, self.cfg.width)
         nn.init.trunc_normal_(self.cls_token, std=0.02)
         for m in self.modules():
             if isinstance(m, nn.Linear):

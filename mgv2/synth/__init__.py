@@ -61,7 +61,7 @@ own width and height).
 """
 
 from mgv2.synth.export import SynthError, assign_splits, export, image_stem, synth_sources
-from mgv2.synth.world import Scene, SceneObject, make_scene, scene_from_manifest
+from mgv2.synth.world import Scene, SceneObject, find_scene, make_scene, scene_from_manifest
 
 __all__ = [
     "Scene",
@@ -69,6 +69,7 @@ __all__ = [
     "SynthError",
     "assign_splits",
     "export",
+    "find_scene",
     "image_stem",
     "make_scene",
     "scene_from_manifest",

@@ -585,6 +585,16 @@ def make_scene(seed: int, index: int, image_id: int | None = None) -> Scene:
     )
 
 
+def find_scene(seed: int, name: str, count: int = 1, search: int = 200) -> tuple[int, Scene]:
+    """The first scene ``(index, scene)`` of the world ``seed`` holding exactly ``count`` objects
+    named ``name`` (colour + kind, e.g. ``"red balloon"``); demo and app pictures use it."""
+    for index in range(search):
+        scene = make_scene(seed, index)
+        if [o.name() for o in scene.objects].count(name) == count:
+            return index, scene
+    raise ValueError(f"no scene among the first {search} of seed {seed} has exactly {count} {name!r}")
+
+
 def scene_from_manifest(entry: dict) -> Scene:
     """Rebuild a :class:`Scene` from one ``scenes.jsonl`` line (exact: same parameters)."""
     objects = [

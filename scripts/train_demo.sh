@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The bundled demo model, in one command (issue #6): synthetic world -> three training stages ->
+# refer evaluation on the held-out val/testA/testB analogues -> learning-curve plot.
+#
+#   scripts/train_demo.sh                      # everything under runs/ (about 60 min on 2 CPU cores)
+#   EVAL_LIMIT=0 scripts/train_demo.sh         # evaluate every expression (slower)
+#   STAGES="1" scripts/train_demo.sh           # stage 1 only (the refer-heavy curriculum stage)
+#
+# Only the project's own commands: `mgv2 synth`, `mgv2 train --config configs/train/demo_stageN.yaml`,
+# `mgv2 eval refcoco`.  Outputs: runs/demo_synth (data), runs/demo/stage{1,2,3} (checkpoints,
+# log.jsonl), runs/demo/eval_stage{N} (metrics), runs/demo/refer_curve.jsonl and
+# docs/demo_learning_curve.png.  See docs/demo_model.md.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PY=${PY:-.venv/bin/python}
+DATA=${DATA:-runs/demo_synth}
+IMAGES=${IMAGES:-4000}
+STAGES=${STAGES:-"1 2 3"}
+EVAL_LIMIT=${EVAL_LIMIT:-300}          # expressions per split for the curve points; 0 = all
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+export TOKENIZERS_PARALLELISM=false
+
+start=$(date +%s)
+if [ ! -f "$DATA/sources.json" ]; then
+  $PY -m mgv2.cli synth --out "$DATA" --images "$IMAGES" --quiet
+fi
+
+limit_args=()
+if [ "$EVAL_LIMIT" != "0" ]; then limit_args=(--limit "$EVAL_LIMIT"); fi
+
+for s in $STAGES; do
+  out=runs/demo/stage$s
+  if [ ! -d "$out/final" ]; then
+    resume=(); [ -f "$out/checkpoints/latest" ] && resume=(--resume)   # an interrupted stage goes on
+    $PY -m mgv2.cli train --config configs/train/demo_stage$s.yaml data_root="$DATA" "${resume[@]}"
+  fi
+  steps=$($PY -c "import yaml; print(yaml.safe_load(open('$out/train.yaml'))['steps'])")
+  # curve points: every kept step checkpoint of the stage, on val; then the final one on all splits
+  for ck in "$out"/checkpoints/step_*; do
+    [ -d "$ck" ] || continue
+    step=$((10#${ck##*step_}))
+    [ "$step" = "$steps" ] && continue
+    res=runs/demo/eval_stage${s}_step$step
+    [ -f "$res.json" ] && continue
+    $PY -m mgv2.cli eval refcoco --split val --data "$DATA/refcoco_eval" --images "$DATA/images" \
+        --model configs/model/demo.yaml --checkpoint "$ck" --out "$res" \
+        --workers 0 --no-progress "${limit_args[@]}" --json > "$res.json"
+    $PY bench/plot_learning_curve.py --record "$res.json" --evals runs/demo/refer_curve.jsonl --stage "$s" --step "$step"
+  done
+  res=runs/demo/eval_stage$s
+  if [ ! -f "$res.json" ]; then
+    $PY -m mgv2.cli eval refcoco --split all --data "$DATA/refcoco_eval" --images "$DATA/images" \
+        --model configs/model/demo.yaml --checkpoint "$out/final" --out "$res" \
+        --workers 0 --no-progress "${limit_args[@]}" --json > "$res.json"
+    $PY bench/plot_learning_curve.py --record "$res.json" --evals runs/demo/refer_curve.jsonl --stage "$s" --step "$steps"
+  fi
+done
+
+stage_dirs=()
+for s in $STAGES; do stage_dirs+=(runs/demo/stage$s); done
+$PY bench/plot_learning_curve.py --stages "${stage_dirs[@]}" --evals runs/demo/refer_curve.jsonl \
+    --out docs/demo_learning_curve.png
+echo "demo model: runs/demo/stage${STAGES##* }/final; $(( ($(date +%s) - start) / 60 )) min in all"

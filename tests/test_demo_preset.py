@@ -1,0 +1,90 @@
+"""The demo preset's design choices: configs load, the sin-cos inits do what they say."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+from mgv2.config import ModelConfig, TrainConfig, VisionConfig, load_yaml
+from mgv2.vision import EVAViT, sincos_2d
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_demo_configs_load():
+    cfg = load_yaml(ModelConfig, ROOT / "configs/model/demo.yaml")
+    assert cfg.vision.pos_embed_init == "sincos" and cfg.llm.coord_init == "sincos"
+    assert cfg.image_embed_norm == "center_ln"
+    assert cfg.vision.grid % cfg.merge_tokens == 0
+    for s in (1, 2, 3):
+        t = load_yaml(TrainConfig, ROOT / f"configs/train/demo_stage{s}.yaml")
+        assert t.stage == s and t.name == "demo"
+        m = t.model_config()
+        assert "llm" in m.trainable and not m.lora.enabled
+
+
+def test_sincos_pos_embed_init():
+    table = sincos_2d(4, 16)
+    assert table.shape == (16, 16)
+    assert len({tuple(r.tolist()) for r in table}) == 16  # every patch position distinct
+    vit = EVAViT(VisionConfig(img_size=56, patch_size=14, width=16, depth=1, heads=2, pos_embed_init="sincos"))
+    assert torch.allclose(vit.pos_embed[0, 1:], table)
+    assert torch.all(vit.pos_embed[0, 0] == 0)
+    default = EVAViT(VisionConfig(img_size=56, patch_size=14, width=16, depth=1, heads=2))
+    assert float(default.pos_embed.std()) < 0.05  # the official init is unchanged by default
+
+
+def test_coordinate_token_init_is_ordered():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from mgv2.llm import init_coordinate_tokens
+
+    llm = LlamaForCausalLM(LlamaConfig(vocab_size=300, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                       num_attention_heads=2, num_key_value_heads=2))
+    ids = list(range(150, 251))
+    init_coordinate_tokens(llm, ids)
+    for w in (llm.get_input_embeddings().weight, llm.get_output_embeddings().weight):
+        near = F.cosine_similarity(w[150], w[151], dim=0)
+        far = F.cosine_similarity(w[150], w[200], dim=0)
+        assert near > 0.5 and near > far + 0.3
+
+
+def test_center_ln_image_embeds():
+    """center_ln: each image's tokens have zero mean over tokens and unit per-token scale."""
+    from mgv2.model import build_model
+
+    cfg = load_yaml(ModelConfig, ROOT / "configs/model/demo.yaml",
+                    ["vision.depth=1", "vision.width=32", "llm.num_layers=1", "llm.hidden_size=32",
+                     "llm.intermediate_size=64", "llm.num_heads=2", "llm.num_kv_heads=2"])
+    model = build_model(cfg, pad_token_id=0)
+    with torch.no_grad():
+        emb = model.embed_images(torch.randn(2, 3, cfg.vision.img_size, cfg.vision.img_size))
+    assert emb.shape == (2, cfg.num_image_tokens, 32)
+    assert float(emb.mean(dim=-1).abs().max()) < 1e-4
+    assert torch.allclose(emb.std(dim=-1, unbiased=False), torch.ones(2, cfg.num_image_tokens), atol=1e-3)
+    model.image_embed_norm = "none"
+    with torch.no_grad():
+        raw = model.embed_images(torch.randn(1, 3, cfg.vision.img_size, cfg.vision.img_size))
+    assert float(raw.std(dim=-1).mean()) < 0.9  # the official path is untouched
+
+
+def test_save_frozen_vision(tmp_path):
+    """A frozen random ViT goes into the checkpoint when save_frozen_vision is set, and only then."""
+    from safetensors import safe_open
+
+    from mgv2.checkpoint import save_checkpoint
+    from mgv2.model import build_model
+
+    small = ["vision.depth=1", "vision.width=32", "llm.num_layers=1", "llm.hidden_size=32",
+             "llm.intermediate_size=64", "llm.num_heads=2", "llm.num_kv_heads=2",
+             "trainable=[projector, llm]"]
+    for flag in (True, False):
+        cfg = load_yaml(ModelConfig, ROOT / "configs/model/demo.yaml", small + [f"save_frozen_vision={str(flag).lower()}"])
+        model = build_model(cfg, pad_token_id=0)
+        out = save_checkpoint(model, cfg, tmp_path / str(flag))
+        with safe_open(str(out / "model.safetensors"), "pt") as f:
+            keys = list(f.keys())
+        assert any(k.startswith("visual_encoder.") for k in keys) is flag
+        assert any(k.startswith("ln_vision.") for k in keys) is flag
