@@ -16,8 +16,23 @@ vqav2          ``v2_OpenEnded_mscoco_val2014_questions.json`` + ``v2_mscoco_val2
 gqa            ``testdev_balanced_questions.json`` (balanced questions only)
 vizwiz         ``val.json``
 aokvqa         ``aokvqa_v1p0_val.json`` (direct answers)
-detection      COCO instances json (``instances_val2017.json``)
+identify       the RefCOCO data (either layout, as refcoco); one item per OBJECT (image + box)
+grounding      Flickr30k grounded captions ``groundedcaption_<split>.json`` (MiniGPT-v2's format)
+               with ``--images`` = the pictures' folder (their sizes are read at load time)
+detection      COCO instances json (``instances_<split>2017.json`` or ``instances_<split>.json``)
 =============  ===================================================================================
+
+Benchmarks beyond SPEC §7 (which names no identify or grounded-caption benchmark):
+
+* ``identify``: prompt = the FIRST official identify template, ``[identify] {box}``, with the
+  identify task's box text (the task's own inference prompt, ``[identify] what is this {box}``,
+  is the demo's and is not a training template).  The expressions of one object (same image,
+  same box) are merged into one record in order of first occurrence; an answer is correct when
+  its VQA-normalised text equals that of ANY of them (:func:`eval.scoring.score_identify`).
+* ``grounding``: prompt = the grounding task's (``[grounding] please describe this image in
+  details``); phrase recall over all ground-truth phrases, text-only recall, phrase precision,
+  parse failures (:func:`eval.scoring.score_grounding`).  Grounded captions are long: greedy
+  decoding gets ``max_new_tokens`` 500 here (``--max-new-tokens`` overrides; 20 elsewhere).
 """
 
 from __future__ import annotations
@@ -27,8 +42,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from mgv2.errors import MGV2Error
+from tasks import identify
 from tasks.detection import DetectionTask
+from tasks.grounding import GroundingTask
 from tasks.readers.base import DataError
+from tasks.records import RegionRecord
 from tasks.refer import ReferTask
 from tasks.vqa import VQATask
 
@@ -48,13 +66,14 @@ class Source:
 @dataclass(frozen=True)
 class Benchmark:
     name: str
-    kind: str  # "refer" | "vqa" | "detection": the task that writes the prompt and parses answers
+    kind: str  # "refer" | "identify" | "grounding" | "vqa" | "detection": the task that writes the prompt
     splits: tuple[str, ...]
     read: Callable[[Source, str], list]
-    metric: str  # "refer" | "vqa_acc" | "exact" | "coco_map"
+    metric: str  # "refer" | "identify_exact" | "phrase_recall" | "vqa_acc" | "exact" | "coco_map"
     prompt_style: str = "short"  # VQA prompt of SPEC §7
     default_data: Path | None = None
     description: str = ""
+    max_new_tokens: int = 20  # greedy decoding length (SPEC §7); ``--max-new-tokens`` overrides
 
     @property
     def default_split(self) -> str:
@@ -72,6 +91,10 @@ class Benchmark:
     def prompt(self, record) -> str:
         if self.kind == "refer":
             return ReferTask().prompt(record)
+        if self.kind == "identify":  # SPEC names no identify benchmark prompt: the first official template
+            return identify.TEMPLATES[0].format(identify.IdentifyTask._box(record))
+        if self.kind == "grounding":
+            return GroundingTask().prompt(record)
         if self.kind == "vqa":
             return VQATask().prompt(record, style=self.prompt_style)
         if self.kind == "detection":
@@ -89,14 +112,17 @@ class Benchmark:
 # --------------------------------------------------------------------------- readers per layout
 
 
-def _in_folder(path: Path, name: str, what: str) -> Path:
-    """``path`` itself when it is a file, else ``path / name``; a clear error when missing."""
+def _in_folder(path: Path, name: str | Sequence[str], what: str) -> Path:
+    """``path`` itself when it is a file, else the first of ``path / name`` (one name or several,
+    tried in order) that exists; a clear error when none does."""
     if path.is_file():
         return path
-    candidate = path / name
-    if not candidate.is_file():
-        raise DataError(f"{what}: {candidate} not found (pass the file itself with --data)")
-    return candidate
+    names = [name] if isinstance(name, str) else list(name)
+    for candidate in (path / n for n in names):
+        if candidate.is_file():
+            return candidate
+    listed = " nor ".join(str(path / n) for n in names)
+    raise DataError(f"{what}: {listed} not found (pass the file itself with --data)")
 
 
 def _refer(dataset: str) -> Callable[[Source, str], list]:
@@ -116,6 +142,44 @@ def _refer(dataset: str) -> Callable[[Source, str], list]:
         )
 
     return read
+
+
+def objects_of(records: Sequence[RegionRecord]) -> list[RegionRecord]:
+    """One record per object (same image, same box) in order of first occurrence, holding every
+    distinct expression of the object (``sentences``: the first one, then the others in order).
+    ``meta`` is the first expression's, plus ``indices`` (positions in ``records``)."""
+    merged: dict[tuple, tuple[RegionRecord, list[str], list[int]]] = {}
+    for k, rec in enumerate(records):
+        key = (str(rec.image), tuple(rec.box_xyxy))
+        _, sentences, indices = merged.setdefault(key, (rec, [], []))
+        for sentence in rec.sentences:
+            if sentence not in sentences:
+                sentences.append(sentence)
+        indices.append(k)
+    return [
+        RegionRecord(image=rec.image, width=rec.width, height=rec.height, expression=sentences[0],
+                     box_xyxy=rec.box_xyxy, alternatives=tuple(sentences[1:]),
+                     meta={**rec.meta, "index": n, "indices": indices})
+        for n, (rec, sentences, indices) in enumerate(merged.values())
+    ]
+
+
+def _identify(dataset: str) -> Callable[[Source, str], list]:
+    read_expressions = _refer(dataset)
+
+    def read(src: Source, split: str) -> list:
+        return objects_of(read_expressions(src, split))
+
+    return read
+
+
+def _grounded_captions(src: Source, split: str) -> list:
+    from tasks.readers.flickr30k import read_flickr_grounded_caption
+
+    data = Path(src.data)
+    if data.is_dir():
+        data = _in_folder(data, f"groundedcaption_{split}.json", "Flickr30k grounded captions")
+    return read_flickr_grounded_caption(data, split, images=src.images)
 
 
 def _vsr(src: Source, split: str) -> list:
@@ -157,15 +221,16 @@ def _gqa(src: Source, split: str) -> list:
     return read_gqa(path, images=src.images, balanced_only=True)
 
 
+def detection_gt_path(src: Source, split: str) -> Path:
+    """The COCO instances file: ``--data`` itself, or ``instances_<split>2017.json`` (COCO) or
+    ``instances_<split>.json`` (the synthetic world's ``coco_det/``) in the ``--data`` folder."""
+    return _in_folder(Path(src.data), (f"instances_{split}2017.json", f"instances_{split}.json"), "COCO detection")
+
+
 def _detection(src: Source, split: str) -> list:
     from tasks.readers.coco_det import read_coco_detection
 
-    return read_coco_detection(_in_folder(Path(src.data), f"instances_{split}2017.json", "COCO detection"),
-                               images_dir=src.images)
-
-
-def detection_gt_path(src: Source, split: str) -> Path:
-    return _in_folder(Path(src.data), f"instances_{split}2017.json", "COCO detection")
+    return read_coco_detection(detection_gt_path(src, split), images_dir=src.images)
 
 
 BENCHMARKS: dict[str, Benchmark] = {
@@ -196,6 +261,14 @@ BENCHMARKS: dict[str, Benchmark] = {
                   description="VizWiz, VQA accuracy"),
         Benchmark("aokvqa", "vqa", ("val",), _vqa_single("aokvqa_v1p0_{split}.json"), "vqa_acc",
                   description="A-OKVQA direct answers, VQA accuracy"),
+        Benchmark("identify", "identify", ("val", "testA", "testB"), _identify("refcoco"), "identify_exact",
+                  default_data=SHARED_DATA / "refcoco_eval",
+                  description="RefCOCO objects, [identify] {box}: exact match (VQA normalisation) against any "
+                              "expression of the object, one item per object; mean best-reference token F1"),
+        Benchmark("grounding", "grounding", ("val",), _grounded_captions, "phrase_recall", max_new_tokens=500,
+                  description="Flickr30k-style grounded captions ([grounding] please describe this image in "
+                              "details): phrase recall (same phrase text and a box at IoU 0.5), text-only "
+                              "recall, phrase precision, parse failures"),
         Benchmark("detection", "detection", ("val",), _detection, "coco_map",
                   description="COCO-format detection, bbox mAP by pycocotools (supervision cross-check)"),
     ]
@@ -215,6 +288,10 @@ def score(bench: Benchmark, records: Sequence, answers: Sequence[str | None], *,
 
     if bench.metric == "refer":
         return scoring.score_refer(records, answers, plus_one=plus_one)
+    if bench.metric == "identify_exact":
+        return scoring.score_identify(records, answers)
+    if bench.metric == "phrase_recall":
+        return scoring.score_grounding(records, answers, plus_one=plus_one)
     if bench.metric in ("vqa_acc", "exact"):
         return scoring.score_vqa(records, answers, bench.metric, variant=vqa_variant)
     if bench.metric == "coco_map":

@@ -3,6 +3,8 @@
     mgv2 eval refcoco --split all --images /data/coco/train2014
     mgv2 eval refcoco --split val --predictions runs/eval/refcoco/val/predictions.jsonl --json
     mgv2 eval vsr --images /data/coco/val2017 --limit 100
+    mgv2 eval identify --data runs/synth/refcoco_eval --images runs/synth/images --split all
+    mgv2 eval grounding --data runs/synth/flickr30k --images runs/synth/images
     mgv2 eval okvqa --data OpenEnded_mscoco_val2014_questions.json \\
         --annotations mscoco_val2014_annotations.json --images /data/coco/val2014
     torchrun --nproc_per_node 4 -m mgv2.cli eval refcocog --split all --images ...
@@ -29,7 +31,8 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "eval",
-        help="evaluate on a benchmark (RefCOCO/+/g, VSR, OK-VQA, VQAv2, GQA, VizWiz, A-OKVQA, detection)",
+        help="evaluate on a benchmark (RefCOCO/+/g, identify, grounding, VSR, OK-VQA, VQAv2, GQA, VizWiz, "
+             "A-OKVQA, detection)",
         description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
@@ -54,7 +57,8 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
     p.add_argument("--predictions", default=None,
                    help="rescore this predictions jsonl ({index, answer} per line) without loading a model")
     p.add_argument("--json", action="store_true", help="print the metrics as JSON on stdout")
-    p.add_argument("--max-new-tokens", type=int, default=20, help="greedy decoding length (SPEC: 20)")
+    p.add_argument("--max-new-tokens", type=int, default=None,
+                   help="greedy decoding length (default: the benchmark's; SPEC: 20, grounding: 500)")
     p.add_argument("--seed", type=int, default=0, help="seed for randomly initialised weights (tiny preset)")
     p.add_argument("--worst", type=int, default=16, help="cases on the contact sheet (default 16)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -96,6 +100,10 @@ def cmd_eval(args) -> int:
         raise MGV2Error("--predictions rescores one split: pass --split too")
     if args.limit is not None and args.limit < 0:
         raise MGV2Error("--limit must be >= 0")
+    if args.max_new_tokens is None:
+        args.max_new_tokens = bench.max_new_tokens
+    if args.max_new_tokens < 1:
+        raise MGV2Error("--max-new-tokens must be >= 1")
     source = Source(
         Path(args.data) if args.data else None,
         Path(args.annotations) if args.annotations else None,
@@ -183,6 +191,13 @@ def _print_summary(bench, results, out: Path, stream) -> None:
             line = (f"Acc@0.5 {100 * m['acc50']:.2f} ({m['iou_convention']}; continuous {100 * m['acc50_continuous']:.2f}, "
                     f"official {100 * m['acc50_official']:.2f})  Acc@0.75 {100 * m['acc75']:.2f}  "
                     f"mIoU {100 * m['miou']:.2f}  centre {100 * m['centre_acc']:.2f}  "
+                    f"parse failures {100 * m['parse_failure_rate']:.2f}%")
+        elif bench.metric == "identify_exact":
+            line = (f"exact (any reference) {100 * m['accuracy']:.2f}  exact light {100 * m['exact_light']:.2f}  "
+                    f"token F1 {100 * m['token_f1']:.2f}  ({m['n_references']} expressions)")
+        elif bench.metric == "phrase_recall":
+            line = (f"phrase recall {100 * m['phrase_recall']:.2f}  text recall {100 * m['text_recall']:.2f}  "
+                    f"phrase precision {100 * m['phrase_precision']:.2f}  ({m['n_phrases']} phrases)  "
                     f"parse failures {100 * m['parse_failure_rate']:.2f}%")
         elif bench.metric == "coco_map":
             line = (f"mAP {100 * m['map50_95']:.2f}  AP50 {100 * m['map50']:.2f}  AP75 {100 * m['map75']:.2f}  "

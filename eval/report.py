@@ -146,6 +146,21 @@ def vqa_tiles(results: Sequence[SplitResult], k: int) -> list[Tile]:
     return tiles
 
 
+def identify_tiles(results: Sequence[SplitResult], k: int) -> list[Tile]:
+    """Up to ``k`` objects answered wrongly (missing and empty answers first), GT box drawn."""
+    ranked = sorted(
+        ((r, j) for r in results for j in range(len(r.rows)) if not r.rows[j]["correct"]),
+        key=lambda rj: rj[0].rows[rj[1]]["status"] == "ok",
+    )
+    tiles = []
+    for res, j in ranked[:k]:
+        row, rec = res.rows[j], res.records[j]
+        tiles.append(Tile(rec.image, (rec.width, rec.height),
+                          [f"{res.split} #{j}: pred {str(row['answer'])[:60]!r}", "refs: " + " | ".join(row["references"])],
+                          [("GT", [row["gt"]])], [GT_COLOR]))
+    return tiles
+
+
 # --------------------------------------------------------------------------- markdown
 
 
@@ -216,6 +231,38 @@ def detection_markdown(results: Sequence[SplitResult]) -> str:
             f"categories present in each image; detection scores follow answer order.\n\n{main}\n")
 
 
+def identify_markdown(results: Sequence[SplitResult]) -> str:
+    main = _table(
+        ["split", "objects", "expressions", "exact (any reference)", "exact, light normalisation", "token F1",
+         "wrong", "empty answers", "missing"],
+        [[r.split, r.metrics["n"], r.metrics["n_references"], _pct(r.metrics["accuracy"]),
+          _pct(r.metrics["exact_light"]), _pct(r.metrics["token_f1"]), r.metrics["n_wrong"], r.metrics["n_empty"],
+          r.metrics["n_missing"]] for r in results],
+    )
+    return ("In %, one item per object (image + box), denominator = every object: the answer is correct when its "
+            "VQA-normalised text equals that of ANY expression of the object; token F1 (bag of words, not CIDEr) "
+            f"against the best expression.\n\n{main}\n\n## Wrong answers (green: the object)\n\n"
+            f"![wrong answers]({SHEET})\n")
+
+
+def grounding_markdown(results: Sequence[SplitResult]) -> str:
+    rule = "official +1-pixel IoU > 0.5" if results and results[0].metrics["iou_convention"] == "official" \
+        else "continuous IoU >= 0.5"
+    main = _table(
+        ["split", "captions", "GT phrases", "phrase recall", "text-only recall", "predicted phrases",
+         "phrase precision", "caption F1", "parse failures", "no phrase", "missing"],
+        [[r.split, r.metrics["n"], r.metrics["n_phrases"], _pct(r.metrics["phrase_recall"]),
+          _pct(r.metrics["text_recall"]), r.metrics["n_pred_phrases"], _pct(r.metrics["phrase_precision"]),
+          _pct(r.metrics["caption_f1"]), _pct(r.metrics["parse_failure_rate"]), r.metrics["n_ungrounded"],
+          r.metrics["n_missing"]] for r in results],
+    )
+    return ("In %. Phrase recall: share of ALL ground-truth phrases for which the answer writes the same phrase "
+            f"(light normalisation) with a box at **{rule}** to one of its boxes; text-only recall ignores the "
+            "boxes; precision: share of the predicted phrases that are matched so; parse failures: share of "
+            "captions whose box markup could not all be read (what was read is still scored); caption F1 is "
+            f"bag-of-words overlap of the plain text, not CIDEr.\n\n{main}\n")
+
+
 def write_outputs(out: str | Path, bench, results: Sequence[SplitResult], settings: dict[str, Any],
                   plus_one: bool = False, worst: int = 16) -> dict[str, Any]:
     """Write metrics.json (+ one per split), report.md and the pictures; return the metrics payload."""
@@ -242,6 +289,11 @@ def write_outputs(out: str | Path, bench, results: Sequence[SplitResult], settin
         sheet = contact_sheet(refer_tiles(results, worst, plus_one), out / SHEET)
     elif bench.metric == "coco_map":
         body, sheet = detection_markdown(results), None
+    elif bench.metric == "identify_exact":
+        body = identify_markdown(results)
+        sheet = contact_sheet(identify_tiles(results, worst), out / SHEET)
+    elif bench.metric == "phrase_recall":
+        body, sheet = grounding_markdown(results), None
     else:
         body = vqa_markdown(results)
         sheet = contact_sheet(vqa_tiles(results, worst), out / SHEET)
