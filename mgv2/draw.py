@@ -1,9 +1,11 @@
 """Drawing answers on pictures (SPEC §8) with supervision.
 
 Each phrase's boxes share one colour and carry the phrase as a label; a bare box (``refer``,
-phrase ``None``) is drawn without a label.  Colours come from supervision's default palette in
-the order keys first appear in the answer, so :func:`phrase_colors` gives a UI the same colour
-for the phrase in the answer text as for its boxes.
+phrase ``None``) is drawn without a label.  A label sits above its box, or just below it when
+there is no room above, so that it does not hide the box's top edge.  Colours come from
+supervision's default palette in the order keys first appear in the answer, so
+:func:`phrase_colors` gives a UI the same colour for the phrase in the answer text as for its
+boxes.
 
 Boxes are read with :mod:`mgv2.boxes` only (``to_pixels`` against the image's own size).
 Inverted or zero-area boxes are skipped when drawing (they are already listed in
@@ -19,6 +21,7 @@ import math
 from collections.abc import Sequence
 from pathlib import Path
 
+import cv2
 import numpy as np
 import supervision as sv
 from PIL import Image
@@ -30,6 +33,7 @@ from mgv2.io import atomic_path
 PALETTE: sv.ColorPalette = sv.ColorPalette.DEFAULT
 GT_COLOR = "#00C800"  # ground truth in comparison pictures
 PRED_COLOR = "#FF2020"  # prediction in comparison pictures
+LABEL_PADDING = 10  # pixels around a label's text (supervision's default)
 
 BoxGroup = tuple[str | None, Sequence[Sequence[float]]]
 ColorLike = str | sv.Color
@@ -135,18 +139,42 @@ def draw_boxes(
 
     with_label = np.asarray([label is not None for label in labels], dtype=bool)
     if with_label.any():
+        scale = (
+            text_scale if text_scale is not None else max(sv.calculate_optimal_text_scale(resolution), 0.4)
+        )
         label_annotator = sv.LabelAnnotator(
             color=color_palette,
             text_color=sv.ColorPalette(colors=[_text_color(c) for c in palette]),
             color_lookup=sv.ColorLookup.CLASS,
-            text_scale=text_scale
-            if text_scale is not None
-            else max(sv.calculate_optimal_text_scale(resolution), 0.4),
-            smart_position=True,  # keeps labels of boxes at the top edge inside the picture
+            text_scale=scale,
+            text_padding=LABEL_PADDING,
+            smart_position=True,  # keeps every label inside the picture
         )
         texts = [label for label in labels if label is not None]
-        canvas = label_annotator.annotate(canvas, detections[with_label], labels=texts)
+        labelled = detections[with_label]
+        labelled.xyxy = _label_anchors(labelled.xyxy, texts, scale, height)
+        canvas = label_annotator.annotate(canvas, labelled, labels=texts)
     return canvas
+
+
+def _label_anchors(xyxy: np.ndarray, texts: Sequence[str], text_scale: float, height: int) -> np.ndarray:
+    """The boxes to give supervision's ``LabelAnnotator``, which draws a label just above the
+    top-left corner of the box it gets.
+
+    A label goes above its box.  When there is no room above (a box near the top of the
+    picture), it goes just below the box; only when there is room on neither side does it stay
+    at the top, where supervision's smart position moves it into the picture, over the box.  A
+    label moved into the box hides the box's top edge and the top of the object, so the box
+    would look smaller than it is.
+    """
+    anchors = xyxy.copy()
+    for i, text in enumerate(texts):
+        (_, text_h), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_SIMPLEX, text_scale, 1)
+        label_h = text_h + 2 * LABEL_PADDING
+        y1, y2 = float(xyxy[i, 1]), float(xyxy[i, 3])
+        if int(y1) < label_h and int(y2) + label_h <= height:
+            anchors[i, 1] = anchors[i, 3] = int(y2) + label_h
+    return anchors
 
 
 def draw_parsed(image: Image.Image, parsed: B.Parsed, thickness: int | None = None) -> Image.Image:

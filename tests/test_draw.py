@@ -59,9 +59,14 @@ def test_phrase_has_label_bare_box_has_none() -> None:
 
 
 def test_label_of_box_at_top_edge_stays_in_picture() -> None:
+    # box at pixels (40, 0, 240, 90): no room above for the label, so it goes just below the box,
+    # where it hides neither the box's top edge nor the top of the object
     a = np.asarray(draw_parsed(_blank(), B.parse("<p>sky</p> {<10><0><60><30>}"), thickness=2))
-    # with the label above the box it would be cut off; it is moved inside instead
-    assert (a[5:20, 45:100] != WHITE).any(axis=-1).sum() > 20
+    assert (a[5:85, 45:235] == WHITE).all(), "nothing drawn inside the box"
+    assert (a[95:115, 45:100] != WHITE).any(axis=-1).sum() > 20
+    # no room above nor below: the label stays in the picture, over the top of the box
+    b = np.asarray(draw_parsed(_blank(), B.parse("<p>sky</p> {<10><0><60><95>}"), thickness=2))
+    assert (b[5:20, 45:100] != WHITE).any(axis=-1).sum() > 20
 
 
 def test_each_phrase_one_colour() -> None:
