@@ -265,6 +265,13 @@ def test_readers_on_synthetic_world(synth):
         assert all(Path(r.image).is_file() for r in refer)
     with pytest.raises(DataError, match="no ref has split 'test'"):
         read_refcoco(synth, "refcoco", "test")
+    # the curriculum option: only sentences of at most max_words words, all of them
+    every = read_refcoco(synth, "refcoco", "train")
+    short = read_refcoco(synth, "refcoco", "train", max_words=2)
+    assert short and all(len(r.expression.split()) <= 2 for r in short)
+    assert len(short) == sum(len(r.expression.split()) <= 2 for r in every) < len(every)
+    with pytest.raises(DataError, match="max_words"):
+        read_refcoco(synth, "refcoco", "train", max_words=0)
     vqa = read_vqa(synth / "vqav2/v2_OpenEnded_mscoco_val2014_questions.json",
                    synth / "vqav2/v2_mscoco_val2014_annotations.json", images=synth / "images")
     assert vqa and all(len(r.answers) == 10 and Path(r.image).is_file() for r in vqa)

@@ -51,13 +51,19 @@ def read_refcoco(
     split: str = "val",
     split_by: str | None = None,
     images: str | Path | None = None,
+    max_words: int | None = None,
 ) -> list[RegionRecord]:
     """Records of ``split`` from ``root/<dataset>/instances.json`` + ``refs(<split_by>).p``.
 
     ``split_by`` defaults to ``unc`` (refcoco, refcoco+) or ``umd`` (refcocog).  Refs are taken in
     pickle order, sentences in ref order.  Boxes come from the COCO annotation ``ann_id`` (pixel
     ``xywh`` -> ``xyxy``), image size and file name from the COCO image ``image_id``.
+
+    ``max_words`` keeps only sentences of at most that many words (a curriculum: short
+    expressions such as "red balloon" before relational ones; dataset option ``max_words``).
     """
+    if max_words is not None and max_words < 1:
+        raise DataError(f"max_words must be >= 1 (or null for every sentence), got {max_words}")
     folder = Path(root) / dataset
     split_by = split_by or SPLIT_BY.get(dataset, "unc")
     coco = load_coco(folder / "instances.json")
@@ -84,6 +90,8 @@ def read_refcoco(
         file_name = field(img, "file_name", f"{where} image {image_id}", str)
         for s, sent in enumerate(field(ref, "sentences", where, list)):
             text = field(sent, "sent", f"{where} sentence #{s}", str)
+            if max_words is not None and len(text.split()) > max_words:
+                continue
             out.append(
                 _region(
                     f"{where} sentence #{s}",
