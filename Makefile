@@ -14,8 +14,11 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[dev,app]'
 	touch $(STAMP)
 
+# The bundled demo model on an unseen synthetic scene ([detection] red balloon -> demo_out/), then
+# the app with the same model.  `make demo APP=0`: no app, print how to open it.
+APP ?= 1
 demo: $(STAMP)
-	$(BIN)/python -m mgv2.demo --out demo_out
+	$(BIN)/python -m mgv2.demo --out demo_out $(if $(filter 0,$(APP)),--no-app,--app)
 
 # Debian's Chromium for the app's browser test (never `playwright install`); skipped with a note
 # where it cannot be installed (not root, no apt), and then the browser test says why it skipped.

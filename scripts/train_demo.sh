@@ -15,10 +15,13 @@ cd "$(dirname "$0")/.."
 
 PY=${PY:-.venv/bin/python}
 DATA=${DATA:-runs/demo_synth}
-IMAGES=${IMAGES:-4000}
+IMAGES=${IMAGES:-8000}
 STAGES=${STAGES:-"1 2 3"}
 EVAL_LIMIT=${EVAL_LIMIT:-300}          # expressions per split for the curve points; 0 = all
-export OMP_NUM_THREADS=${OMP_NUM_THREADS:-2}
+# Training runs as NPROC single-threaded DDP processes (gloo): on the 2-core machine two processes
+# of one thread each train faster than one process of two threads (docs/demo_model.md).
+NPROC=${NPROC:-2}
+export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( NPROC > 1 ? 1 : 2 ))}
 export TOKENIZERS_PARALLELISM=false
 
 start=$(date +%s)
@@ -33,7 +36,8 @@ for s in $STAGES; do
   out=runs/demo/stage$s
   if [ ! -d "$out/final" ]; then
     resume=(); [ -f "$out/checkpoints/latest" ] && resume=(--resume)   # an interrupted stage goes on
-    $PY -m mgv2.cli train --config configs/train/demo_stage$s.yaml data_root="$DATA" "${resume[@]}"
+    if [ "$NPROC" -gt 1 ]; then launch=($PY -m torch.distributed.run --standalone --nproc_per_node "$NPROC"); else launch=($PY); fi
+    "${launch[@]}" -m mgv2.cli train --config configs/train/demo_stage$s.yaml data_root="$DATA" "${resume[@]}"
   fi
   steps=$($PY -c "import yaml; print(yaml.safe_load(open('$out/train.yaml'))['steps'])")
   # curve points: every kept step checkpoint of the stage, on val; then the final one on all splits

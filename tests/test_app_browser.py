@@ -237,6 +237,32 @@ def test_detection_red_balloon_box_is_drawn_around_the_red_balloon(page):
     page.screenshot(path=str(_artifacts() / "app_e2e_detection_page.png"), full_page=True)
 
 
+def test_bundled_model_boxes_the_red_balloon_in_the_browser(model_page):
+    """The bundled demo model, as `streamlit run app/main.py` starts it, with greedy decoding (the
+    benchmark setting; the app's default is the official demo's sampling, which may answer
+    differently each time): its answer to "[detection] red balloon" boxes the scene's red
+    balloon, and the browser shows that box."""
+    from eval.metrics import box_iou
+
+    page = model_page
+    page.get_by_test_id("stSidebar").get_by_text("greedy", exact=True).click()
+    sync_api.expect(page.get_by_test_id("stApp")).to_have_attribute(
+        "data-test-script-state", "notRunning", timeout=UI_TIMEOUT_MS)
+    sync_api.expect(page.get_by_role("slider", name="Temperature")).to_be_disabled()
+    pixels, changed = _ask_detection_red_balloon(page, "app_e2e_model_detection_answer.png")
+    page.get_by_text("Raw model text").first.click()
+    raw = page.locator(".mgv2-raw, [data-testid='stCode']").first.inner_text().strip()
+    parsed = B.parse(raw)
+    pairs = [(g.phrase, B.to_pixels(b, W, H)) for g in parsed.groups for b in g.boxes]
+    assert pairs, f"the model's answer holds no box: {raw!r}"
+    phrase, best = max(pairs, key=lambda pb: box_iou(pb[1], GT))
+    page.screenshot(path=str(_artifacts() / "app_e2e_model_detection_page.png"), full_page=True)
+    assert box_iou(best, GT) >= 0.5, f"the model boxed {best}, the red balloon is at {GT} ({raw!r})"
+    assert phrase is not None, f"a detection answer names its phrase: {raw!r}"
+    color = _hex_rgb(phrase_colors(parsed)[phrase])
+    _assert_rectangle_at(pixels, changed, color, tuple(best))
+
+
 def test_identify_region_by_drag_and_by_two_clicks(page):
     """[identify]: a drag on the picture, then two clicks, set the region sent as box text."""
     page.get_by_role("button", name="[identify]").click()
