@@ -19,7 +19,7 @@ IMAGES=${IMAGES:-8000}
 STAGES=${STAGES:-"1 2 3"}
 EVAL_LIMIT=${EVAL_LIMIT:-300}          # expressions per split for the curve points; 0 = all
 # Training runs as NPROC single-threaded DDP processes (gloo): on the 2-core machine two processes
-# of one thread each train faster than one process of two threads (docs/demo_model.md).
+# of one thread each made 1.10x the steps/s of one process of two threads (bench/train_procs.py).
 NPROC=${NPROC:-2}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( NPROC > 1 ? 1 : 2 ))}
 export TOKENIZERS_PARALLELISM=false

@@ -16,8 +16,8 @@ from pathlib import Path
 import yaml
 from safetensors import safe_open
 
-from mgv2.cli import main as cli_main
 from mgv2 import boxes
+from mgv2.cli import main as cli_main
 from mgv2.config import DEFAULT_MODEL, ModelConfig, config_file, load_yaml
 
 ROOT = Path(__file__).resolve().parents[1]
