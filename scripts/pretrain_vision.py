@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import sys
 import time
 from pathlib import Path
@@ -34,7 +33,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from mgv2.config import DEFAULT_MODEL, ModelConfig, load_yaml
+from mgv2.config import DEFAULT_MODEL, ModelConfig, ScheduleConfig, load_yaml
 from mgv2.image import ImageProcessor, load_image
 from mgv2.io import atomic_path
 from mgv2.synth.world import COLOR_NAMES, KINDS, scene_from_manifest
@@ -126,6 +125,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="use only the first N train images (tests)")
     args = ap.parse_args(argv)
+    from mgv2.trainer import lr_at, param_groups
     from mgv2.vision import EVAViT
 
     data = Path(args.data)
@@ -146,10 +146,12 @@ def main(argv: list[str] | None = None) -> int:
     vit = EVAViT(cfg)  # the same random init as the preset (pos_embed_init included)
     heads = PatchHeads(cfg.width)
     params = list(vit.parameters()) + list(heads.parameters())
-    opt = torch.optim.AdamW(params, lr=args.lr, betas=(0.9, 0.98), weight_decay=0.05)
-    warm = max(1, args.steps // 20)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / warm) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, args.steps) / args.steps))))
+    groups = param_groups(nn.ModuleList([vit, heads]), weight_decay=0.05)  # the trainer's decay rules
+    for g in groups:
+        g.pop("names")
+    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98))
+    sched = ScheduleConfig(lr=args.lr, min_lr=args.lr / 10, warmup_start_lr=args.lr / 100,
+                           warmup_steps=max(1, args.steps // 20), style="cosine")
     gen = torch.Generator().manual_seed(args.seed)
     t0 = time.time()
     bar = tqdm(range(args.steps), desc="vision pretraining", unit="step")
@@ -161,8 +163,9 @@ def main(argv: list[str] | None = None) -> int:
         opt.zero_grad(set_to_none=True)
         loss.backward()
         nn.utils.clip_grad_norm_(params, 1.0)
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, sched, args.steps)
         opt.step()
-        sched.step()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
     vit.eval()

@@ -26,6 +26,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bench.plot_learning_curve import read_log, stage_minutes
 from mgv2.cli import main as cli_main
 from mgv2.io import atomic_dir, atomic_write_text
 
@@ -71,16 +72,9 @@ def cut_heldout(data: Path, n: int) -> Path:
 
 
 def training_minutes(stage_dirs: list[Path]) -> float:
-    """Wall-clock training minutes from the stages' log.jsonl (first to last logged step)."""
-    total = 0.0
-    for d in stage_dirs:
-        lines = [json.loads(x) for x in (d / "log.jsonl").read_text().splitlines() if x.strip()]
-        steps = [x for x in lines if "time" in x and "step" in x]
-        if len(steps) >= 2:
-            # the first logged step comes after log_every steps: extrapolate its share
-            per_step = (steps[-1]["time"] - steps[0]["time"]) / max(1, steps[-1]["step"] - steps[0]["step"])
-            total += per_step * steps[-1]["step"]
-    return total / 60
+    """Wall-clock training minutes from the stages' log.jsonl, as the learning-curve plot counts
+    them (bench/plot_learning_curve.py: each stage from its first step, laid end to end)."""
+    return sum(stage_minutes(read_log(d))[-1] for d in stage_dirs)
 
 
 def headline(name: str, m: dict) -> str:
