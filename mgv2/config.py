@@ -180,6 +180,11 @@ class ModelConfig:
     # Write the vision encoder and ln_vision into every checkpoint even when they are frozen:
     # a frozen RANDOM encoder (demo preset) is part of the model and no file restores it.
     save_frozen_vision: bool = False
+    # Where the image sits in the first turn: "official" (SPEC §3: ``[INST] <Img>..</Img> {instruction}
+    # [/INST]``, what the released weights expect) or "instruction_first" (``[INST] {instruction}
+    # <Img>..</Img> [/INST]``): the causal image tokens then see the instruction, so each can tell
+    # whether it is what is asked for (for from-scratch models: docs/demo_model.md).
+    prompt_layout: Literal["official", "instruction_first"] = "official"
     base_dir: str | None = None  # folder relative paths resolve against (set by load_yaml)
 
     def __post_init__(self) -> None:

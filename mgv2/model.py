@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from mgv2.config import ModelConfig
-from mgv2.prompt import Batch
+from mgv2.prompt import IGNORE_INDEX, Batch
 
 
 @dataclass
@@ -180,6 +180,23 @@ class MiniGPTv2(nn.Module):
             labels=batch.labels,
             use_cache=False,
         )
+
+    def answer_loss(self, batch: Batch, image_embeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sum of the answer-token cross-entropies, number of answer tokens)``: the training loss
+        of :meth:`forward`, with the LM head applied only where a label follows (a refer sample
+        has 7 answer tokens in about 45), so the vocabulary projection costs a fraction."""
+        if batch.labels is None:
+            raise ValueError("answer_loss needs a batch with labels")
+        embeds = self.input_embeddings(batch, image_embeds)
+        position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
+        hidden = self.llama_model.get_decoder()(
+            inputs_embeds=embeds, attention_mask=batch.attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
+        targets = batch.labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        logits = self.llama_model.get_output_embeddings()(hidden[:, :-1][keep])
+        loss_sum = nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
+        return loss_sum, keep.sum()
 
     # -- generation -----------------------------------------------------------------------
     @torch.no_grad()

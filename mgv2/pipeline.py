@@ -71,7 +71,7 @@ class Pipeline:
             if verbose:
                 print(f"[mgv2] {report.summary()}")
         model.eval()
-        encoder = PromptEncoder(tokenizer, cfg.num_image_tokens, cfg.max_txt_len)
+        encoder = PromptEncoder(tokenizer, cfg.num_image_tokens, cfg.max_txt_len, layout=cfg.prompt_layout)
         return cls(cfg, model, tokenizer, encoder, ImageProcessor(size=cfg.vision.img_size), dev)
 
     # -- building batches -----------------------------------------------------------------

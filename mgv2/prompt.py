@@ -14,6 +14,9 @@ special tokens on, so a literal ``<s>`` plus the tokenizer's BOS give two BOS to
     tok+bos("<s>[INST] <Img>") [IMG x N] tok("</Img> {instruction} [/INST]")
 
 Each text segment is tokenised on its own, exactly where the official code splits it.
+
+``layout="instruction_first"`` (a from-scratch model's choice, ``ModelConfig.prompt_layout``) puts
+the image after the instruction of the first turn: ``[INST] {instruction} <Img>..</Img> [/INST]``.
 """
 
 from __future__ import annotations
@@ -80,7 +83,14 @@ class PromptEncoder:
     preset); ``max_answer_tokens`` truncates each answer like the official ``max_txt_len``.
     """
 
-    def __init__(self, tokenizer, num_image_tokens: int, max_answer_tokens: int = 1024) -> None:
+    LAYOUTS = ("official", "instruction_first")
+
+    def __init__(
+        self, tokenizer, num_image_tokens: int, max_answer_tokens: int = 1024, layout: str = "official"
+    ) -> None:
+        if layout not in self.LAYOUTS:
+            raise PromptError(f"prompt layout must be one of {self.LAYOUTS}, got {layout!r}")
+        self.layout = layout
         self.tokenizer = tokenizer
         self.num_image_tokens = num_image_tokens
         self.max_answer_tokens = max_answer_tokens
@@ -108,9 +118,14 @@ class PromptEncoder:
                 raise PromptError(f"instructions must not contain {IMAGE_PLACEHOLDER}; the image is added for you")
 
     def _first_turn_text(self, instruction: str, has_image: bool, training: bool) -> str:
-        body = f"{IMAGE_WRAP} {instruction}" if has_image else instruction
         if training:
-            body += " "  # the official datasets end every instruction with a space
+            instruction += " "  # the official datasets end every instruction with a space
+        if not has_image:
+            body = instruction
+        elif self.layout == "official":
+            body = f"{IMAGE_WRAP} {instruction}"
+        else:
+            body = f"{instruction.strip()} {IMAGE_WRAP}"  # same text in training and inference
         return TEMPLATE.format(body)
 
     def _with_image(self, first_text: str, has_image: bool, special: bool) -> tuple[list[int], int | None]:

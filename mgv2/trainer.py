@@ -144,11 +144,9 @@ class LossModule(nn.Module):
     def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
         if batch.pixel_values is not None:
             batch = dataclasses.replace(batch, pixel_values=batch.pixel_values.to(self.vision_dtype))
-        out = self.model(batch)
         if batch.labels is None:
             raise TrainingError("a training batch has no answer tokens (labels); check the task's targets")
-        n = (batch.labels[:, 1:] != IGNORE_INDEX).sum()
-        loss_sum = out.loss.float() * n
+        loss_sum, n = self.model.answer_loss(batch)
         if self.touch_images and batch.pixel_values is None:
             dummy = torch.zeros(1, 3, self.img_size, self.img_size, device=batch.input_ids.device,
                                 dtype=self.vision_dtype)

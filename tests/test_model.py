@@ -15,7 +15,7 @@ from mgv2.checkpoint import (
 )
 from mgv2.errors import CheckpointError
 from mgv2.model import GenerationSettings
-from mgv2.prompt import IGNORE_INDEX, PromptError
+from mgv2.prompt import IGNORE_INDEX, PromptEncoder, PromptError
 from mgv2.sample import Sample, Turn
 
 
@@ -47,6 +47,28 @@ def test_training_sequence_layout_and_label_mask(tiny_pipeline):
     first = next(i for i, lab in enumerate(e.labels) if lab != IGNORE_INDEX)
     assert all(lab == IGNORE_INDEX for lab in e.labels[:first])
     assert e.labels[first:] == e.input_ids[first:]
+
+
+def test_instruction_first_layout_puts_the_image_after_the_instruction(tiny_pipeline):
+    tok = tiny_pipeline.tokenizer
+    n = tiny_pipeline.cfg.num_image_tokens
+    enc = PromptEncoder(tok, n, layout="instruction_first")
+    turn = "[refer] red balloon"
+    train = enc.encode_train(Sample(image="x.jpg", turns=[Turn(turn, "{<12><30><41><77>}")]))
+    before = tok("[INST] [refer] red balloon <Img>", add_special_tokens=False).input_ids
+    after = tok("</Img> [/INST]", add_special_tokens=False).input_ids
+    assert train.input_ids[1 : 1 + len(before)] == before and train.image_start == 1 + len(before)
+    assert train.input_ids[train.image_start : train.image_start + n] == [enc.pad_id] * n
+    assert train.input_ids[train.image_start + n : train.image_start + n + len(after)] == after
+    # inference: the same tokens after the two BOS (training and inference text are identical here)
+    prompt = enc.encode_prompt(Sample(image="x.jpg", turns=[Turn(turn)]))
+    assert prompt.input_ids[:2] == [tok.bos_token_id] * 2
+    assert prompt.input_ids[2:] == train.input_ids[1 : len(prompt.input_ids) - 1]
+    # without an image the layouts agree
+    text_only = Sample(image=None, turns=[Turn("hello", "hi")])
+    assert enc.encode_train(text_only).input_ids == tiny_pipeline.encoder.encode_train(text_only).input_ids
+    with pytest.raises(PromptError, match="prompt layout"):
+        PromptEncoder(tok, n, layout="image_last")
 
 
 def test_multi_turn_training_masks_every_question(tiny_pipeline):
@@ -127,6 +149,32 @@ def test_loss_counts_only_answer_tokens(tiny_pipeline, scene_image):
     manual = torch.nn.functional.cross_entropy(logits[keep].float(), target[keep])
     torch.testing.assert_close(out.loss, manual)
     assert int(keep.sum()) == batch.num_answer_tokens == len(tiny_pipeline.tokenizer("blue", add_special_tokens=False).input_ids) + 1
+
+
+def test_answer_loss_matches_the_full_forward(tiny_pipeline, scene_image):
+    """The trainer's loss (LM head only where a label follows) equals the transformers loss of
+    ``forward`` on a batch of different answer lengths, and so do their gradients."""
+    model = tiny_pipeline.model.train()
+    samples = [
+        Sample(image="a", turns=[Turn("[refer] red ball", "{<12><30><41><77>}")]),
+        Sample(image="a", turns=[Turn("[vqa] what colour is the square ?", "blue")]),
+        Sample(image="a", turns=[Turn("[vqa] how many ?", "2"), Turn("[refer] the cup", "{<1><2><3><4>}")]),
+    ]
+    batch = _train_batch(tiny_pipeline, scene_image, samples)
+    params = list(model.trainable_parameters().values())
+    torch.manual_seed(0)
+    out = model(batch)
+    n = batch.num_answer_tokens
+    full = out.loss * n
+    grads_full = torch.autograd.grad(full, params)
+    torch.manual_seed(0)
+    loss_sum, count = model.answer_loss(batch)
+    grads = torch.autograd.grad(loss_sum, params)
+    assert int(count) == n
+    torch.testing.assert_close(loss_sum, full.float(), rtol=1e-5, atol=1e-5)
+    for a, b in zip(grads, grads_full):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    model.eval()
 
 
 # -- checkpoints -----------------------------------------------------------------------------
