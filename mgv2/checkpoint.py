@@ -193,8 +193,7 @@ def load_checkpoint_folder(model, folder: str | Path) -> LoadReport:
             f"{weights} does not fit this model. Shape mismatches: {bad[:5]}; unknown keys: "
             f"{_short(report.unexpected)}. Load it with the config.yaml saved beside it."
         )
-    if "llama_proj.weight" not in state:
-        report.missing.append("llama_proj.weight")
+    report.missing += [k for k in ("llama_proj.weight", "image_pos_embed") if k in ours and k not in state]
     with torch.no_grad():
         for k, v in state.items():
             ours[k].copy_(v.to(ours[k].dtype))
@@ -255,7 +254,7 @@ def export_merged(model, cfg: ModelConfig, tokenizer, out_dir: str | Path) -> Pa
         tensors = {
             k: v.detach().cpu().contiguous()
             for k, v in model.state_dict().items()
-            if k.startswith(("visual_encoder.", "ln_vision.", "llama_proj."))
+            if k.startswith(("visual_encoder.", "ln_vision.", "llama_proj.", "image_pos_embed"))
         }
         save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "mgv2-merged"})
         merged_cfg = dataclasses.replace(

@@ -185,6 +185,11 @@ class ModelConfig:
     # <Img>..</Img> [/INST]``): the causal image tokens then see the instruction, so each can tell
     # whether it is what is asked for (for from-scratch models: docs/demo_model.md).
     prompt_layout: Literal["official", "instruction_first"] = "official"
+    # A position embedding added to the projected image tokens (after the normalisation):
+    # "none" (official) or "sincos": a trainable [tokens, hidden] table started as the 2D sin-cos
+    # table of the LLM token grid (rows x merged columns), so each image token says where it is in
+    # a form the LLM can read directly (for from-scratch models: docs/demo_model.md).
+    image_pos_embed: Literal["none", "sincos"] = "none"
     base_dir: str | None = None  # folder relative paths resolve against (set by load_yaml)
 
     def __post_init__(self) -> None:

@@ -62,6 +62,7 @@ class MiniGPTv2(nn.Module):
         image_embed_norm: str = "none",
         image_embed_scale: float = 1.0,
         save_frozen_vision: bool = False,
+        image_pos_embed: nn.Parameter | None = None,
     ) -> None:
         super().__init__()
         if image_embed_norm not in ("none", "center_ln"):
@@ -77,6 +78,8 @@ class MiniGPTv2(nn.Module):
         self.image_embed_norm = image_embed_norm  # ModelConfig.image_embed_norm
         self.image_embed_scale = image_embed_scale
         self.save_frozen_vision = save_frozen_vision  # checkpoints keep a frozen ViT too
+        # [tokens, hidden] added to every image's tokens (ModelConfig.image_pos_embed); part "projector"
+        self.image_pos_embed = image_pos_embed
 
     # -- trainable set --------------------------------------------------------------------
     def part_parameters(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
@@ -87,7 +90,7 @@ class MiniGPTv2(nn.Module):
                 parts["vision"].append((name, p))
             elif name.startswith("ln_vision."):
                 parts["ln_vision"].append((name, p))
-            elif name.startswith("llama_proj."):
+            elif name.startswith("llama_proj.") or name == "image_pos_embed":
                 parts["projector"].append((name, p))
             elif ".lora_" in name:
                 parts["lora"].append((name, p))
@@ -144,6 +147,8 @@ class MiniGPTv2(nn.Module):
         if self.image_embed_norm == "center_ln":
             out = out - out.mean(dim=1, keepdim=True)
             out = torch.nn.functional.layer_norm(out, out.shape[-1:]) * self.image_embed_scale
+        if self.image_pos_embed is not None:
+            out = out + self.image_pos_embed.to(out.dtype)
         return out
 
     def input_embeddings(self, batch: Batch, image_embeds: torch.Tensor | None) -> torch.Tensor:
@@ -238,6 +243,19 @@ class MiniGPTv2(nn.Module):
         return result
 
 
+def _image_pos_embed(cfg: ModelConfig, device) -> nn.Parameter | None:
+    """``ModelConfig.image_pos_embed``: None, or the trainable table started as the 2D sin-cos
+    table of the LLM image-token grid (``grid`` rows x ``grid / merge_tokens`` columns)."""
+    if cfg.image_pos_embed == "none":
+        return None
+    from mgv2.vision import sincos_2d
+
+    m = cfg.merge_tokens
+    centres = torch.arange(cfg.vision.grid // m, dtype=torch.float64) * m + (m - 1) / 2  # in patch units
+    table = sincos_2d(cfg.vision.grid, cfg.llm.hidden_size, cols=centres)
+    return nn.Parameter(table.to(device))
+
+
 def build_model(cfg: ModelConfig, *, pad_token_id: int, device: str | torch.device = "cpu") -> MiniGPTv2:
     """Build every part from ``cfg`` and compose them.  ``device="meta"`` builds the shapes
     only (no memory, no files read): that is what ``mgv2 info`` uses."""
@@ -279,6 +297,7 @@ def build_model(cfg: ModelConfig, *, pad_token_id: int, device: str | torch.devi
         image_embed_norm=cfg.image_embed_norm,
         image_embed_scale=cfg.image_embed_scale,
         save_frozen_vision=cfg.save_frozen_vision,
+        image_pos_embed=_image_pos_embed(cfg, device),
     )
     model.set_trainable(cfg.trainable, cfg.vision_trainable_blocks)
     return model

@@ -88,3 +88,44 @@ def test_save_frozen_vision(tmp_path):
             keys = list(f.keys())
         assert any(k.startswith("visual_encoder.") for k in keys) is flag
         assert any(k.startswith("ln_vision.") for k in keys) is flag
+
+
+def test_image_pos_embed_is_a_trainable_projector_table_saved_and_required(tmp_path):
+    """image_pos_embed: sincos starts as the 2D table of the LLM token grid, trains with the
+    projector, goes into checkpoints, and a checkpoint without it does not load into a model with it."""
+    import pytest
+
+    from mgv2.checkpoint import load_checkpoint_folder, save_checkpoint
+    from mgv2.errors import CheckpointError
+    from mgv2.model import build_model
+
+    small = ["vision.depth=1", "vision.width=32", "llm.num_layers=1", "llm.hidden_size=32",
+             "llm.intermediate_size=64", "llm.num_heads=2", "llm.num_kv_heads=2", "trainable=[projector]"]
+    cfg = load_yaml(ModelConfig, ROOT / "configs/model/demo.yaml", small + ["image_pos_embed=sincos"])
+    model = build_model(cfg, pad_token_id=0)
+    rows, cols = cfg.vision.grid, cfg.vision.grid // cfg.merge_tokens
+    table = model.image_pos_embed
+    assert table.shape == (rows * cols, 32) == (cfg.num_image_tokens, 32)
+    assert len({tuple(r.tolist()) for r in table}) == rows * cols  # every token position distinct
+    assert "image_pos_embed" in [n for n, _ in model.part_parameters()["projector"]]
+    model.set_trainable(["projector"])
+    assert table.requires_grad
+    pixels = torch.randn(1, 3, cfg.vision.img_size, cfg.vision.img_size)
+    with torch.no_grad():
+        with_pos = model.embed_images(pixels)
+        model.image_pos_embed = None
+        without = model.embed_images(pixels)
+        model.image_pos_embed = table
+    torch.testing.assert_close(with_pos - without, table.detach().unsqueeze(0))
+    # saved with the projector, loaded back; required where the model has one
+    with torch.no_grad():
+        table.add_(1.0)
+    out = save_checkpoint(model, cfg, tmp_path / "with")
+    fresh = build_model(cfg, pad_token_id=0)
+    load_checkpoint_folder(fresh, out)
+    torch.testing.assert_close(fresh.image_pos_embed, table)
+    plain_cfg = load_yaml(ModelConfig, ROOT / "configs/model/demo.yaml", small)
+    plain = save_checkpoint(build_model(plain_cfg, pad_token_id=0), plain_cfg, tmp_path / "without")
+    with pytest.raises(CheckpointError, match="image_pos_embed"):
+        load_checkpoint_folder(build_model(cfg, pad_token_id=0), plain)
+    assert build_model(plain_cfg, pad_token_id=0).image_pos_embed is None  # official default: none
