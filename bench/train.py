@@ -3,8 +3,11 @@ official MiniGPT-v2 code does it, in the same run, on the same model, samples an
 
     .venv/bin/python bench/train.py [--batch 8] [--steps 8] [--repeats 5] [--threads N]
 
-* ``mgv2``: the model gets a ready :class:`mgv2.prompt.Batch` (ids, masks, pixels); tokenising
-  and padding happened in the data pipeline (DataLoader workers), off the training step;
+* ``mgv2``: the trainer's step: the model gets a ready :class:`mgv2.prompt.Batch` (ids, masks,
+  pixels; tokenising and padding happened in the data pipeline, DataLoader workers, off the
+  training step) and ``answer_loss`` applies the LM head only where a label follows;
+* ``mgv2, LM head on every position``: the same batch through ``forward`` (transformers' loss
+  over logits of every position), to show what the answer-only head saves;
 * ``mgv2 + encode in step``: the same, but encoding and collating run on the training thread
   (what it costs without workers);
 * ``original-style``: strings go into ``forward``, which wraps the prompt sample by sample
@@ -162,7 +165,11 @@ def main() -> None:
                 loss, _ = orig(pixels, instructions, answers)
             else:
                 batch = encode() if kind == "encode" else prebuilt
-                loss = model(batch).loss
+                if kind == "full_logits":
+                    loss = model(batch).loss
+                else:
+                    loss_sum, n = model.answer_loss(batch)
+                    loss = loss_sum / n
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
@@ -172,10 +179,13 @@ def main() -> None:
 
     with torch.no_grad():
         first_mgv2 = float(pipe.model(prebuilt).loss)
+        loss_sum, n_answer = pipe.model.answer_loss(prebuilt)
+        if abs(float(loss_sum / n_answer) - first_mgv2) > 1e-4:
+            raise SystemExit(f"answer_loss {float(loss_sum / n_answer)} differs from forward's loss {first_mgv2}")
         first_orig, tokens_orig = OriginalStyle(pipe.model, pipe.tokenizer)(pixels, instructions, answers)
 
     variants = {"original-style (strings in forward)": "original", "mgv2 (batch from workers)": "mgv2",
-                "mgv2 + encode in step": "encode"}
+                "mgv2, LM head on every position": "full_logits", "mgv2 + encode in step": "encode"}
     steps = {name: make_runner(kind) for name, kind in variants.items()}
     times: dict[str, list[float]] = {name: [] for name in variants}
     for step in steps.values():
@@ -189,7 +199,7 @@ def main() -> None:
     results = {name: statistics.median(ts) for name, ts in times.items()}
 
     base = results["original-style (strings in forward)"]
-    print(f"tiny preset, CPU threads {torch.get_num_threads()}, batch {args.batch}, "
+    print(f"{cfg.name} preset, CPU threads {torch.get_num_threads()}, batch {args.batch}, "
           f"{args.steps} steps x {args.repeats} rounds (median), forward + backward + AdamW")
     print(f"same inputs: loss mgv2 {first_mgv2:.4f} vs original-style {float(first_orig):.4f}; "
           f"tokens per batch {tokens_mgv2} vs {tokens_orig}")
