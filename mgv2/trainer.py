@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import inspect
 import json
 import math
 import os
@@ -363,8 +364,11 @@ class Trainer:
             return module
         from torch.nn.parallel import DistributedDataParallel as DDP
 
-        return DDP(module, device_ids=[info.device.index] if info.device.type == "cuda" else None,
-                   broadcast_buffers=False)
+        # Buffers (RoPE tables) are identical in every process and never change: no per-step sync.
+        # torch 2.13 renamed the switch; older versions only know broadcast_buffers.
+        params = inspect.signature(DDP.__init__).parameters
+        no_sync = {"forward_sync_buffers": False} if "forward_sync_buffers" in params else {"broadcast_buffers": False}
+        return DDP(module, device_ids=[info.device.index] if info.device.type == "cuda" else None, **no_sync)
 
     def _wrap_fsdp(self, module: nn.Module) -> nn.Module:
         """FSDP2: each LLM decoder layer and each ViT block is its own shard group, the rest is
