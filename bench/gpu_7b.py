@@ -95,7 +95,7 @@ def train_step(args, model_yaml: Path, overrides: list[str], records, out: Path,
     sec = statistics.median(gaps) if gaps else float("nan")
     return {
         "preset": trainer.model_cfg.name, "batch": refer.batch_size, "precision": cfg.precision,
-        "trainable_parameters": sum(p.numel() for p in trainer.model.parameters() if p.requires_grad),
+        "trainable_parameters": sum(p.numel() for p in trainer.model.trainable_parameters().values()),
         "seconds_per_step": sec, "samples_per_s": refer.batch_size / sec,
         "tokens_per_s": statistics.median(x["tokens_per_s"] for x in steps[1:]) if len(steps) > 1 else None,
         "peak_gib_model": built, "peak_gib": peak_gib(device), "steps": len(steps),

@@ -176,15 +176,16 @@ class MiniGPTv2(nn.Module):
     # -- training -------------------------------------------------------------------------
     def forward(self, batch: Batch, image_embeds: torch.Tensor | None = None):
         """Teacher-forced pass; returns the transformers output with ``loss`` on answer tokens."""
-        embeds = self.input_embeddings(batch, image_embeds)
-        position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-        return self.llama_model(
-            inputs_embeds=embeds,
-            attention_mask=batch.attention_mask,
-            position_ids=position_ids,
-            labels=batch.labels,
-            use_cache=False,
-        )
+        return self.llama_model(**self._decoder_inputs(batch, image_embeds), labels=batch.labels)
+
+    def _decoder_inputs(self, batch: Batch, image_embeds: torch.Tensor | None) -> dict:
+        """The teacher-forced LLM inputs of ``batch`` (shared by :meth:`forward` and :meth:`answer_loss`)."""
+        return {
+            "inputs_embeds": self.input_embeddings(batch, image_embeds),
+            "attention_mask": batch.attention_mask,
+            "position_ids": (batch.attention_mask.cumsum(-1) - 1).clamp(min=0),
+            "use_cache": False,
+        }
 
     def answer_loss(self, batch: Batch, image_embeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sum of the answer-token cross-entropies, number of answer tokens)``: the training loss
@@ -192,11 +193,7 @@ class MiniGPTv2(nn.Module):
         has 7 answer tokens in about 45), so the vocabulary projection costs a fraction."""
         if batch.labels is None:
             raise ValueError("answer_loss needs a batch with labels")
-        embeds = self.input_embeddings(batch, image_embeds)
-        position_ids = (batch.attention_mask.cumsum(-1) - 1).clamp(min=0)
-        hidden = self.llama_model.get_decoder()(
-            inputs_embeds=embeds, attention_mask=batch.attention_mask, position_ids=position_ids, use_cache=False
-        ).last_hidden_state
+        hidden = self.llama_model.get_decoder()(**self._decoder_inputs(batch, image_embeds)).last_hidden_state
         targets = batch.labels[:, 1:]
         keep = targets != IGNORE_INDEX
         logits = self.llama_model.get_output_embeddings()(hidden[:, :-1][keep])

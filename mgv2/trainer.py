@@ -51,7 +51,7 @@ from torch import nn
 from mgv2.config import ScheduleConfig, TrainConfig, save_yaml
 from mgv2.errors import CheckpointError, MGV2Error
 from mgv2.io import atomic_path, atomic_write_text
-from mgv2.prompt import IGNORE_INDEX, Batch
+from mgv2.prompt import Batch
 
 STATE_FILE = "train_state.pt"
 STATE_VERSION = 1
