@@ -391,6 +391,10 @@ class DatasetEntry:
     batch_size: int = 1
     images: str | None = None  # picture folder relative to data_root, passed to the reader as images=
     options: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the reader
+    # Up to this many records OF THE SAME PICTURE go into one sample as successive turns (one
+    # image encoding, several answers with a loss).  1 = one record per sample (the official
+    # recipe); the dataset is then indexed by picture instead of by record.
+    turns_per_image: int = 1
 
     def __post_init__(self) -> None:
         if not self.source.strip():
@@ -400,6 +404,10 @@ class DatasetEntry:
         if not (self.ratio > 0):
             raise ConfigError(f"dataset {self.name}: ratio must be > 0, got {self.ratio}")
         _positive(self, "batch_size")
+        if not isinstance(self.turns_per_image, int) or isinstance(self.turns_per_image, bool) or self.turns_per_image < 1:
+            raise ConfigError(
+                f"dataset {self.name}: turns_per_image must be a whole number >= 1, got {self.turns_per_image!r}"
+            )
         known = _known_tasks()
         if known is not None and self.task not in known:
             raise ConfigError(f"dataset {self.name}: unknown task {self.task!r}; choose from {sorted(known)}")

@@ -59,7 +59,11 @@ class TrainBatch:
 
 
 class TaskDataset(Dataset):
-    """``records`` of one source + the task that builds a training sample from each."""
+    """``records`` of one source + the task that builds a training sample from each.
+
+    With ``turns_per_image`` K > 1 the dataset is indexed by picture: item ``i`` takes up to K
+    of the records of the ``i``-th picture (drawn from the item's seed, in random order) as the
+    successive turns of one sample, so one image encoding carries K answers."""
 
     def __init__(
         self,
@@ -69,6 +73,7 @@ class TaskDataset(Dataset):
         encoder: PromptEncoder,
         processor: ImageProcessor,
         index: int = 0,
+        turns_per_image: int = 1,
     ) -> None:
         self.name = name
         self.records = records
@@ -76,18 +81,40 @@ class TaskDataset(Dataset):
         self.encoder = encoder
         self.processor = processor
         self.index = index
+        self.turns_per_image = turns_per_image
+        self.groups: list[list[int]] | None = None
+        if turns_per_image > 1:
+            by_image: dict[str, list[int]] = {}
+            for i, record in enumerate(records):
+                image = getattr(record, "image", None)
+                if image is None:
+                    raise DataBuildError(
+                        f"dataset {name!r}, record {i}: turns_per_image={turns_per_image} groups records by "
+                        "picture, but this record has none; set turns_per_image: 1 for text-only data"
+                    )
+                by_image.setdefault(str(image), []).append(i)
+            self.groups = list(by_image.values())  # pictures in order of first appearance
 
     def __len__(self) -> int:
-        return len(self.records)
+        return len(self.records) if self.groups is None else len(self.groups)
 
     def build(self, i: int, seed: str) -> TrainItem:
-        record = self.records[i]
+        rng = random.Random(seed)
+        if self.groups is None:
+            members = [i]
+        else:
+            group = self.groups[i]
+            members = rng.sample(group, min(self.turns_per_image, len(group)))
         try:
-            sample = self.task.build(record, random.Random(seed))
+            if self.groups is None:
+                sample = self.task.build(self.records[i], rng)
+            else:
+                sample = self.task.build_group([self.records[j] for j in members], rng)
             encoded = self.encoder.encode_train(sample)
             pixels = None if sample.image is None else self.processor(load_image(sample.image))
         except MGV2Error as err:
-            raise DataBuildError(f"dataset {self.name!r}, record {i}: {err}") from err
+            where = f"record {i}" if self.groups is None else f"records {members} (picture {i})"
+            raise DataBuildError(f"dataset {self.name!r}, {where}: {err}") from err
         return TrainItem(encoded, pixels, self.index)
 
     def __getitem__(self, i: int) -> TrainItem:

@@ -317,7 +317,12 @@ class Trainer:
         datasets = []
         for i, entry in enumerate(entries):
             recs = self.records[entry.name] if self.records is not None else read_records(cfg, entry)
-            datasets.append(TaskDataset(entry.name, recs, get_task(entry.task), pipe.encoder, pipe.processor, i))
+            datasets.append(
+                TaskDataset(
+                    entry.name, recs, get_task(entry.task), pipe.encoder, pipe.processor, i,
+                    turns_per_image=entry.turns_per_image,
+                )
+            )
         self.mixture = Mixture(
             [e.name for e in entries], [len(d) for d in datasets], [e.ratio for e in entries],
             [e.batch_size * cfg.batch_scale for e in entries], seed=cfg.seed,

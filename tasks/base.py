@@ -101,6 +101,22 @@ class Task(ABC, Generic[RecordT, ResultT]):
             image=record.image, turns=self._turns(record, rng), task=self.name, meta=self._meta(record)
         )
 
+    def build_group(self, records: Sequence[RecordT], rng: random.Random) -> Sample:
+        """One training sample of several records OF ONE PICTURE: their turns in the given order
+        (the first record's meta).  Used by ``DatasetEntry.turns_per_image``."""
+        if not records:
+            raise TaskError(f"task {self.name!r}: build_group needs at least one record")
+        for record in records:
+            self._check_record(record)
+        image = records[0].image
+        if any(r.image != image for r in records[1:]):
+            raise TaskError(
+                f"task {self.name!r}: records of one multi-turn sample must share their picture, got "
+                f"{sorted({str(r.image) for r in records})}"
+            )
+        turns = [turn for record in records for turn in self._turns(record, rng)]
+        return Sample(image=image, turns=turns, task=self.name, meta=self._meta(records[0]))
+
     def draw(self, rng: random.Random, *values: str) -> str:
         """Draw one training template and fill its ``{}`` with ``values``."""
         return rng.choice(self.templates).format(*values)

@@ -205,6 +205,24 @@ def test_loss_goes_down_and_run_layout(tmp_path):
         Trainer(make_cfg(out), records=tiny_world(), verbose=False)
 
 
+def test_turns_per_image_trains_several_refs_of_one_picture_per_sample(tmp_path):
+    world = tiny_world()
+    # two more refs on each picture: the refer dataset then has 12 pictures of 3 refs each
+    regions = world["refer"]
+    world["refer"] = regions + [
+        RegionRecord(r.image, r.width, r.height, f"thing {k}", (0, 0, 20 + k, 30)) for k in range(2) for r in regions
+    ]
+    over = train_dict(tmp_path / "g", steps=3)
+    over["datasets"][0]["turns_per_image"] = 3
+    trainer = Trainer(from_dict(TrainConfig, over), records=world, verbose=False)
+    assert trainer.mixture.sizes[0] == 12
+    item = trainer.dataset.datasets[0].build(0, "refer:0")
+    answers = [lab for lab in item.encoded.labels if lab != -100]
+    assert answers.count(trainer.pipe.tokenizer.eos_token_id) == 3  # three answers, each ending in EOS
+    res = trainer.train()
+    assert len(res.losses) == 3 and all(math.isfinite(v) for v in res.losses)
+
+
 def test_killed_run_resumes_with_the_same_losses(tmp_path):
     full = Trainer(make_cfg(tmp_path / "a", steps=7, save_every=2), records=tiny_world(), verbose=False).train()
     cfg = make_cfg(tmp_path / "b", steps=7, save_every=2)
