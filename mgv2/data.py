@@ -61,9 +61,10 @@ class TrainBatch:
 class TaskDataset(Dataset):
     """``records`` of one source + the task that builds a training sample from each.
 
-    With ``turns_per_image`` K > 1 the dataset is indexed by picture: item ``i`` takes up to K
-    of the records of the ``i``-th picture (drawn from the item's seed, in random order) as the
-    successive turns of one sample, so one image encoding carries K answers."""
+    With ``turns_per_image`` K > 1 the dataset is indexed by picture: item ``i`` shuffles the
+    records of the ``i``-th picture (with the item's seed) and takes up to K of them, each with
+    an answer no earlier turn gave, as the successive turns of one sample: one image encoding
+    carries up to K answers."""
 
     def __init__(
         self,
@@ -100,20 +101,17 @@ class TaskDataset(Dataset):
 
     def build(self, i: int, seed: str) -> TrainItem:
         rng = random.Random(seed)
-        if self.groups is None:
-            members = [i]
-        else:
-            group = self.groups[i]
-            members = rng.sample(group, min(self.turns_per_image, len(group)))
+        # the picture's records in a random order; the task takes turns from them up to the limit
+        members = [i] if self.groups is None else rng.sample(self.groups[i], len(self.groups[i]))
         try:
             if self.groups is None:
                 sample = self.task.build(self.records[i], rng)
             else:
-                sample = self.task.build_group([self.records[j] for j in members], rng)
+                sample = self.task.build_group([self.records[j] for j in members], rng, self.turns_per_image)
             encoded = self.encoder.encode_train(sample)
             pixels = None if sample.image is None else self.processor(load_image(sample.image))
         except MGV2Error as err:
-            where = f"record {i}" if self.groups is None else f"records {members} (picture {i})"
+            where = f"record {i}" if self.groups is None else f"picture {i} (records {sorted(members)})"
             raise DataBuildError(f"dataset {self.name!r}, {where}: {err}") from err
         return TrainItem(encoded, pixels, self.index)
 

@@ -101,9 +101,11 @@ class Task(ABC, Generic[RecordT, ResultT]):
             image=record.image, turns=self._turns(record, rng), task=self.name, meta=self._meta(record)
         )
 
-    def build_group(self, records: Sequence[RecordT], rng: random.Random) -> Sample:
-        """One training sample of several records OF ONE PICTURE: their turns in the given order
-        (the first record's meta).  Used by ``DatasetEntry.turns_per_image``."""
+    def build_group(self, records: Sequence[RecordT], rng: random.Random, limit: int | None = None) -> Sample:
+        """One training sample of several records OF ONE PICTURE, as successive turns in the given
+        order (the first record's meta).  A record whose answer repeats an earlier turn's answer
+        (a second sentence for the same box) is skipped, so no turn can be answered by copying;
+        at most ``limit`` turns.  Used by ``DatasetEntry.turns_per_image``."""
         if not records:
             raise TaskError(f"task {self.name!r}: build_group needs at least one record")
         for record in records:
@@ -114,8 +116,15 @@ class Task(ABC, Generic[RecordT, ResultT]):
                 f"task {self.name!r}: records of one multi-turn sample must share their picture, got "
                 f"{sorted({str(r.image) for r in records})}"
             )
-        turns = [turn for record in records for turn in self._turns(record, rng)]
-        return Sample(image=image, turns=turns, task=self.name, meta=self._meta(records[0]))
+        turns: list[Turn] = []
+        for record in records:
+            new = self._turns(record, rng)
+            if any(t.answer == old.answer for t in new for old in turns):
+                continue
+            turns += new
+            if limit is not None and len(turns) >= limit:
+                break
+        return Sample(image=image, turns=turns[:limit], task=self.name, meta=self._meta(records[0]))
 
     def draw(self, rng: random.Random, *values: str) -> str:
         """Draw one training template and fill its ``{}`` with ``values``."""

@@ -48,6 +48,12 @@ def test_build_group_concatenates_the_turns_of_one_picture():
     assert sample.image == "p.jpg" and sample.task == "refer"
     assert [t.answer for t in sample.turns] == ["{<0><0><50><50>}", "{<50><50><100><100>}"]
     assert "red cup" in sample.turns[0].instruction and "blue cup" in sample.turns[1].instruction
+    # a second sentence for the same box is skipped (it could be answered by copying); limit caps
+    same_box = RegionRecord("p.jpg", 100, 100, "the left cup", (0, 0, 50, 50))
+    c = RegionRecord("p.jpg", 100, 100, "green cup", (0, 50, 50, 100))
+    sample = task.build_group([a, same_box, b, c], random.Random(0), limit=2)
+    assert [t.answer for t in sample.turns] == ["{<0><0><50><50>}", "{<50><50><100><100>}"]
+    assert len(task.build_group([a, same_box, b, c], random.Random(0)).turns) == 3
     with pytest.raises(TaskError, match="share their picture"):
         task.build_group([a, RegionRecord("q.jpg", 100, 100, "x", (0, 0, 1, 1))], random.Random(0))
     with pytest.raises(TaskError, match="at least one record"):
