@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from mgv2 import boxes
-from mgv2.synth import export, scene_from_manifest, synth_sources
+from mgv2.synth import SynthError, export, scene_from_manifest, synth_sources
 from mgv2.synth.render import render
 from mgv2.synth.world import Desc, Scene, SceneObject, resolve, text_meanings, unique_texts
 from tasks import TASKS
@@ -57,6 +57,16 @@ def test_same_seed_same_bytes(world, tmp_path):
                 "pairs/shard-000000.tar", "images/COCO_train2014_000000000005.jpg"):
         assert (tmp_path / rel).read_bytes() == (world / rel).read_bytes(), rel
     assert not list(tmp_path.rglob("*.tmp")), "atomic writes leave no temporary files"
+
+
+def test_workers_write_the_same_files(world, tmp_path):
+    export(tmp_path, seed=SEED, images=N, progress=False, workers=2)
+    ours = sorted(p.relative_to(tmp_path) for p in tmp_path.rglob("*") if p.is_file())
+    assert ours == sorted(p.relative_to(world) for p in world.rglob("*") if p.is_file())
+    for rel in ours:
+        assert (tmp_path / rel).read_bytes() == (world / rel).read_bytes(), rel
+    with pytest.raises(SynthError, match="--workers"):
+        export(tmp_path / "x", seed=SEED, images=2, progress=False, workers=0)
 
 
 def test_other_seed_other_world(world, tmp_path):

@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import io
 import json
+import multiprocessing
 import pickle
 import tarfile
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
+from itertools import repeat
 from pathlib import Path
 from typing import Any
 
@@ -454,27 +457,43 @@ def _dump(obj: Any) -> str:
     return json.dumps(obj)
 
 
+def _draw(seed: int, index: int, split: str, out: Path) -> Item:
+    """Scene ``index``: drawn, described and its picture written (ann ids are set by the caller).
+    Depends only on ``(seed, index)``, so pictures can be drawn in any order or process."""
+    scene = make_scene(seed, index)
+    item = Item(scene=scene, split=split, file_name=image_stem(scene.image_id) + ".jpg", ann_ids=[])
+    describe(item, seed, index)
+    atomic_write_bytes(out / "images" / item.file_name, encode_jpeg(render(scene)))
+    return item
+
+
 def export(out_dir: str | Path, seed: int = 0, images: int = 200, progress: bool = True,
-           overwrite: bool = False) -> dict[str, int]:
-    """Draw ``images`` scenes and write every format under ``out_dir``; returns counts."""
+           overwrite: bool = False, workers: int = 1) -> dict[str, int]:
+    """Draw ``images`` scenes and write every format under ``out_dir``; returns counts.
+
+    ``workers`` > 1 draws the pictures in that many processes; the files are the same."""
     if images < 1:
         raise SynthError(f"--images must be at least 1, got {images}")
+    if workers < 1:
+        raise SynthError(f"--workers must be at least 1, got {workers}")
     out = Path(out_dir)
     if out.exists() and not out.is_dir():
         raise SynthError(f"{out} exists and is not a folder")
     if out.is_dir() and any(out.iterdir()) and not overwrite:
         raise SynthError(f"{out} is not empty; choose a new folder or pass --overwrite to replace its files")
     splits = assign_splits(images, seed)
-    items: list[Item] = []
+    indices = range(images)
+    bar = dict(desc="synth", unit="img", total=images, disable=not progress)
+    if workers == 1:
+        items = [_draw(seed, i, splits[i], out) for i in tqdm(indices, **bar)]
+    else:
+        with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+            drawn = pool.map(_draw, repeat(seed), indices, splits, repeat(out), chunksize=64)
+            items = list(tqdm(drawn, **bar))
     ann_id = 0
-    for index in tqdm(range(images), desc="synth", unit="img", disable=not progress):
-        scene = make_scene(seed, index)
-        ids = list(range(ann_id + 1, ann_id + 1 + len(scene.objects)))
-        ann_id += len(scene.objects)
-        item = Item(scene=scene, split=splits[index], file_name=image_stem(scene.image_id) + ".jpg", ann_ids=ids)
-        describe(item, seed, index)
-        atomic_write_bytes(out / "images" / item.file_name, encode_jpeg(render(scene)))
-        items.append(item)
+    for item in items:  # ann ids run over the pictures in order, whatever process drew them
+        item.ann_ids = list(range(ann_id + 1, ann_id + 1 + len(item.scene.objects)))
+        ann_id += len(item.scene.objects)
 
     files: dict[str, str | bytes] = {}
     coco = _coco(items, seed)

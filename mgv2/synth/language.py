@@ -548,7 +548,7 @@ def reasoning(scene: Scene, rng: np.random.Generator) -> tuple[str, str] | None:
         return (f"Which object would you have to move to see the whole {names[b]}?",
                 (f"You would have to move the {names[a]}. It is in front of the {names[b]} and covers part of "
                  f"it, so some of the {names[b]} is hidden."))
-    kinds = sorted({o.kind for o in scene.objects}, key=lambda k: -len(scene.of_kind(k)))
+    kinds = sorted({o.kind for o in scene.objects}, key=lambda k: (-len(scene.of_kind(k)), k))  # ties by name: no set order
     if len(kinds) >= 2:
         k1, k2 = kinds[0], kinds[1]
         n1, n2 = len(scene.of_kind(k1)), len(scene.of_kind(k2))
