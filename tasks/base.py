@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import re
 from abc import ABC, abstractmethod
-from collections.abc import Iterable, Sequence
+from collections.abc import Hashable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar, Generic, TypeVar
 
@@ -103,9 +103,9 @@ class Task(ABC, Generic[RecordT, ResultT]):
 
     def build_group(self, records: Sequence[RecordT], rng: random.Random, limit: int | None = None) -> Sample:
         """One training sample of several records OF ONE PICTURE, as successive turns in the given
-        order (the first record's meta).  A record whose answer repeats an earlier turn's answer
-        (a second sentence for the same box) is skipped, so no turn can be answered by copying;
-        at most ``limit`` turns.  Used by ``DatasetEntry.turns_per_image``."""
+        order (the first record's meta).  A record whose :meth:`group_key` an earlier turn had (a
+        second sentence for the same box) is skipped, so no turn can be answered by copying; at
+        most ``limit`` turns.  Used by ``DatasetEntry.turns_per_image``."""
         if not records:
             raise TaskError(f"task {self.name!r}: build_group needs at least one record")
         for record in records:
@@ -117,14 +117,21 @@ class Task(ABC, Generic[RecordT, ResultT]):
                 f"{sorted({str(r.image) for r in records})}"
             )
         turns: list[Turn] = []
+        seen: set = set()
         for record in records:
-            new = self._turns(record, rng)
-            if any(t.answer == old.answer for t in new for old in turns):
+            key = self.group_key(record)
+            if key is not None and key in seen:
                 continue
-            turns += new
+            seen.add(key)
+            turns += self._turns(record, rng)
             if limit is not None and len(turns) >= limit:
                 break
         return Sample(image=image, turns=turns[:limit], task=self.name, meta=self._meta(records[0]))
+
+    def group_key(self, record: RecordT) -> Hashable | None:
+        """What makes two records of one picture the same question for :meth:`build_group`
+        (``None``: every record is its own).  Region tasks key on the box."""
+        return None
 
     def draw(self, rng: random.Random, *values: str) -> str:
         """Draw one training template and fill its ``{}`` with ``values``."""

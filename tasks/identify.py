@@ -43,6 +43,9 @@ class IdentifyTask(TextTask[RegionRecord]):
         sentence = rng.choice(record.sentences)
         return self.draw(rng, self._box(record)), process_text(sentence)
 
+    def group_key(self, record: RegionRecord) -> tuple[float, ...]:
+        return record.box_xyxy  # two sentences of one box are one question
+
     def prompt(self, record: RegionRecord) -> str:
         return PROMPT.format(self._box(record))
 

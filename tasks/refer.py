@@ -59,6 +59,9 @@ class ReferTask(Task[RegionRecord, ReferResult]):
         target = boxes.format_box(record.box_xyxy, record.width, record.height)
         return self.draw(rng, sentence), target
 
+    def group_key(self, record: RegionRecord) -> tuple[float, ...]:
+        return record.box_xyxy  # two sentences of one box are one question
+
     def prompt(self, record: RegionRecord) -> str:
         return BENCHMARK_PROMPT.format(record.expression)
 

@@ -13,7 +13,7 @@ from mgv2.data import DataBuildError, TaskDataset
 from mgv2.errors import TaskError
 from mgv2.prompt import IGNORE_INDEX
 from tasks import TASKS
-from tasks.records import ConversationRecord, RegionRecord
+from tasks.records import ConversationRecord, RegionRecord, VQARecord
 
 
 def _regions(tmp_path) -> list[RegionRecord]:
@@ -54,6 +54,9 @@ def test_build_group_concatenates_the_turns_of_one_picture():
     sample = task.build_group([a, same_box, b, c], random.Random(0), limit=2)
     assert [t.answer for t in sample.turns] == ["{<0><0><50><50>}", "{<50><50><100><100>}"]
     assert len(task.build_group([a, same_box, b, c], random.Random(0)).turns) == 3
+    # other tasks key nothing: two questions with the same answer are two turns
+    q1, q2 = VQARecord("p.jpg", "what colour is the cup?", ["red"]), VQARecord("p.jpg", "what colour is the kite?", ["red"])
+    assert len(TASKS["vqa"].build_group([q1, q2], random.Random(0)).turns) == 2
     with pytest.raises(TaskError, match="share their picture"):
         task.build_group([a, RegionRecord("q.jpg", 100, 100, "x", (0, 0, 1, 1))], random.Random(0))
     with pytest.raises(TaskError, match="at least one record"):
