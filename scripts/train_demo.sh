@@ -2,7 +2,7 @@
 # The bundled demo model, in one command (issue #6): synthetic world -> three training stages ->
 # refer evaluation on the held-out val/testA/testB analogues -> learning-curve plot.
 #
-#   scripts/train_demo.sh                      # everything under runs/ (about 60 min on 2 CPU cores)
+#   scripts/train_demo.sh                      # everything under runs/ (at most 60 min on 2 CPU cores)
 #   EVAL_LIMIT=0 scripts/train_demo.sh         # evaluate every expression (slower)
 #   STAGES="1" scripts/train_demo.sh           # stage 1 only (the refer-heavy curriculum stage)
 #
@@ -15,7 +15,7 @@ cd "$(dirname "$0")/.."
 
 PY=${PY:-.venv/bin/python}
 DATA=${DATA:-runs/demo_synth}
-IMAGES=${IMAGES:-8000}
+IMAGES=${IMAGES:-20000}
 STAGES=${STAGES:-"1 2 3"}
 EVAL_LIMIT=${EVAL_LIMIT:-300}          # expressions per split for the curve points; 0 = all
 # Training runs as NPROC single-threaded DDP processes (gloo): on the 2-core machine two processes
@@ -26,7 +26,12 @@ export TOKENIZERS_PARALLELISM=false
 
 start=$(date +%s)
 if [ ! -f "$DATA/sources.json" ]; then
-  $PY -m mgv2.cli synth --out "$DATA" --images "$IMAGES" --quiet
+  $PY -m mgv2.cli synth --out "$DATA" --images "$IMAGES" --workers "$NPROC" --quiet
+fi
+have=$(wc -l < "$DATA/scenes.jsonl")
+if [ "$have" != "$IMAGES" ]; then
+  echo "error: $DATA holds a world of $have pictures, this recipe wants $IMAGES; move it away or set DATA=... / IMAGES=$have" >&2
+  exit 2
 fi
 
 limit_args=()
