@@ -5,7 +5,8 @@
 1. runs ``mgv2 eval`` (the same command users run; printed) for refer (val/testA/testB, every
    expression), identify, detection, grounding, VQAv2-style, GQA-style and VSR-style splits;
 2. cuts the 200-expression held-out sample the shipped-model test uses (the first 200 val
-   expressions and their pictures) into ``tests/data/demo_heldout`` and scores it;
+   expressions and their pictures) and scores it: into ``tests/data/demo_heldout`` with
+   ``--ship``, else under ``--out`` (so scoring a candidate never changes the test's data);
 3. with ``--ship``: copies ``model.safetensors`` + ``config.yaml`` into ``mgv2/assets/demo_model``
    (atomically, never the optimizer state) with ``scores.json`` beside them, and prints the README
    table.
@@ -60,15 +61,15 @@ def run_eval(args: list[str]) -> dict:
     return json.loads(buf.getvalue())
 
 
-def cut_heldout(data: Path, n: int) -> Path:
-    """The first ``n`` val expressions of the world and their pictures -> tests/data/demo_heldout."""
+def cut_heldout(data: Path, n: int, dest: Path) -> Path:
+    """The first ``n`` val expressions of the world and their pictures -> ``dest``."""
     records = json.loads((data / "refcoco_eval" / "refcoco_val.json").read_text())[:n]
-    with atomic_dir(HELDOUT_DIR) as tmp:
+    with atomic_dir(dest) as tmp:
         (tmp / "images").mkdir()
         for name in sorted({r["img_id"][:27] + ".jpg" for r in records}):
             shutil.copyfile(data / "images" / name, tmp / "images" / name)
         (tmp / "refcoco_val.json").write_text(json.dumps(records, indent=0) + "\n")
-    return HELDOUT_DIR
+    return dest
 
 
 def training_minutes(stage_dirs: list[Path]) -> float:
@@ -116,8 +117,9 @@ def main() -> int:
         results[name] = {"command": "mgv2 eval " + shlex.join(bench_args), "metrics": metrics["splits"],
                          "seconds": round(time.time() - t0, 1)}
         print(f"  {name}: {headline(name, metrics)}  ({results[name]['seconds']} s)", flush=True)
-    heldout = cut_heldout(data, HELDOUT_N)
-    rel = heldout.relative_to(ROOT)
+    # the test's sample (tests/data/demo_heldout) is replaced only when the model is shipped
+    heldout = cut_heldout(data, HELDOUT_N, HELDOUT_DIR if args.ship else out / "heldout_data")
+    rel = heldout.relative_to(ROOT) if heldout.is_relative_to(ROOT) else heldout
     sample = run_eval(["refcoco", "--split", "val", "--data", str(heldout), "--images", str(heldout / "images"),
                        *model, "--out", str(out / "heldout_sample")])
     acc = sample["splits"]["val"]["acc50"]
