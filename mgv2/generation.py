@@ -31,6 +31,13 @@ def last_logits_kwargs(llm) -> dict[str, int]:
     return {}
 
 
+def cache_kwarg(llm) -> str:
+    """The forward keyword of the KV cache: ``cache`` in recent transformers, which warn on every
+    call that still says ``past_key_values`` (the older name, kept for transformers 4.x)."""
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+
+
 def plain_greedy(settings: GenerationSettings) -> bool:
     return (
         not settings.do_sample
@@ -83,6 +90,7 @@ def shared_prefix_greedy(
     dev = image_embeds.device
     embed = llm.get_input_embeddings()
     last_only = last_logits_kwargs(llm)
+    kv = cache_kwarg(llm)
     n_img = image_embeds.shape[0]
     # 1. the shared prefix, once per unique image
     head_embeds = embed(torch.tensor([head], device=dev)).expand(n_img, -1, -1)
@@ -92,7 +100,7 @@ def shared_prefix_greedy(
     tails = [t[shared:] for t in tails]
     cache = DynamicCache()
     llm(inputs_embeds=prefix, attention_mask=torch.ones(prefix.shape[:2], dtype=torch.long, device=dev),
-        position_ids=torch.arange(n_prefix, device=dev).expand(n_img, -1), past_key_values=cache,
+        position_ids=torch.arange(n_prefix, device=dev).expand(n_img, -1), **{kv: cache},
         use_cache=True, **last_only)
     cache.reorder_cache(torch.as_tensor(list(image_index), dtype=torch.long, device=dev))  # rows -> prompts
     # 2. the rest of each prompt, right-aligned (padding between prefix and text)
@@ -105,7 +113,7 @@ def shared_prefix_greedy(
         ids[b, width - len(tail):] = torch.tensor(tail, device=dev)
         mask[b, n_prefix + width - len(tail):] = 1
     positions = (mask.cumsum(-1) - 1).clamp(min=0)[:, n_prefix:]
-    out = llm(inputs_embeds=embed(ids), attention_mask=mask, position_ids=positions, past_key_values=cache,
+    out = llm(inputs_embeds=embed(ids), attention_mask=mask, position_ids=positions, **{kv: cache},
               use_cache=True, **last_only)
     # 3. greedy decoding
     eos, pad = model.eos_token_id, model.pad_token_id
@@ -122,7 +130,7 @@ def shared_prefix_greedy(
         mask = torch.cat([mask, torch.ones((batch, 1), dtype=mask.dtype, device=dev)], dim=1)
         position = position + 1
         out = llm(inputs_embeds=embed(token[:, None]), attention_mask=mask, position_ids=position,
-                  past_key_values=cache, use_cache=True, **last_only)
+                  **{kv: cache}, use_cache=True, **last_only)
     result = []
     for row in torch.stack(steps, dim=1).tolist():
         if eos in row:
