@@ -1,0 +1,138 @@
+"""Linear probes: do the image tokens a demo model feeds its LLM carry the colour and the kind of
+the object under them?  (docs/demo_model.md, fourth session.)
+
+    .venv/bin/python scripts/probe_image_tokens.py --data runs/demo_synth --images 2000 \\
+        [--checkpoint runs/demo/stage1/final] [--json runs/diag/probe.json]
+
+For each held-out picture of an ``mgv2 synth`` world, each of the 16 image tokens of the demo
+preset (a 1x4 strip of 16 px patches of the 128 px input) is labelled with the object whose
+visible box covers most of the strip (at least 15% of it; strips without one are left out).  A
+linear classifier (softmax regression, Adam) is fitted on 80% of the tokens and scored on the
+other 20%, for three views of the same strip: its raw pixels, the merged ViT output (after
+``ln_vision``) and the projected tokens the LLM receives.  The majority-class rate is printed
+beside each accuracy: a probe at or under it found nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from mgv2.config import ModelConfig, load_yaml  # noqa: E402
+from mgv2.image import load_image  # noqa: E402
+from mgv2.io import atomic_write_text  # noqa: E402
+from mgv2.pipeline import Pipeline  # noqa: E402
+
+MIN_COVER = 0.15
+
+
+def strip_labels(scene: dict, grid: int, merge: int, size: int) -> list[tuple[int, dict]]:
+    """(token index, object) for every token strip that an object's visible box covers enough."""
+    sx, sy = size / scene["width"], size / scene["height"]
+    patch = size // grid
+    w, h = patch * merge, patch
+    out = []
+    for t in range(grid * grid // merge):
+        row, col = divmod(t, grid // merge)
+        cx1, cy1 = col * w, row * h
+        best, area = None, 0.0
+        for o in scene["objects"]:
+            x1, y1, x2, y2 = o["visible_box"]
+            a = max(0.0, min(x2 * sx, cx1 + w) - max(x1 * sx, cx1)) * max(0.0, min(y2 * sy, cy1 + h) - max(y1 * sy, cy1))
+            if a > area:
+                best, area = o, a
+        if best is not None and area >= MIN_COVER * w * h:
+            out.append((t, best))
+    return out
+
+
+def linear_probe(x: np.ndarray, labels: list[str], steps: int = 300, seed: int = 0) -> tuple[float, float]:
+    """(held-out accuracy, held-out majority rate) of softmax regression on standardised features."""
+    X = torch.tensor(x, dtype=torch.float32)
+    X = (X - X.mean(0)) / (X.std(0) + 1e-6)
+    classes = sorted(set(labels))
+    Y = torch.tensor([classes.index(c) for c in labels])
+    idx = torch.randperm(len(Y), generator=torch.Generator().manual_seed(seed))
+    cut = int(0.8 * len(Y))
+    tr, te = idx[:cut], idx[cut:]
+    if len(te) == 0:
+        raise SystemExit(f"only {len(Y)} labelled tokens: use more pictures (--images)")
+    torch.manual_seed(seed)
+    lin = torch.nn.Linear(X.shape[1], len(classes))
+    opt = torch.optim.Adam(lin.parameters(), lr=1e-2, weight_decay=1e-4)
+    for _ in range(steps):
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(lin(X[tr]), Y[tr]).backward()
+        opt.step()
+    with torch.no_grad():
+        acc = float((lin(X[te]).argmax(1) == Y[te]).float().mean())
+    major = float(np.bincount(Y[te].numpy()).max() / len(te))
+    return acc, major
+
+
+def probe(pipe: Pipeline, data: Path, n_images: int, steps: int = 300) -> dict[str, dict[str, list[float]]]:
+    """``{view: {"colour"|"kind": [accuracy, majority]}}`` over the first held-out pictures."""
+    model = pipe.model.eval()
+    cfg = pipe.cfg
+    size, grid, merge = cfg.vision.img_size, cfg.vision.img_size // cfg.vision.patch_size, cfg.merge_tokens
+    scenes = [json.loads(line) for line in (data / "scenes.jsonl").read_text().splitlines()]
+    scenes = [s for s in scenes if s["split"] != "train"][:n_images]
+    if not scenes:
+        raise SystemExit(f"{data}/scenes.jsonl has no held-out pictures")
+    views: dict[str, list[np.ndarray]] = {"pixels": [], "vit_merged": [], "projected": []}
+    colour, kind = [], []
+    for s in scenes:
+        px = pipe.processor(load_image(data / "images" / s["file_name"]))[None]
+        with torch.no_grad():
+            vit = model.ln_vision(model.visual_encoder(px))[:, 1:, :]
+            merged = vit.reshape(1, vit.shape[1] // merge, -1)[0]
+            projected = model.embed_images(px)[0]
+        p = size // grid
+        strips = px[0].reshape(3, grid, p, grid // merge, merge * p).permute(1, 3, 0, 2, 4).reshape(grid * grid // merge, -1)
+        for t, obj in strip_labels(s, grid, merge, size):
+            colour.append(obj["color"])
+            kind.append(obj["kind"])
+            views["pixels"].append(strips[t].numpy())
+            views["vit_merged"].append(merged[t].numpy())
+            views["projected"].append(projected[t].numpy())
+    return {
+        view: {name: list(linear_probe(np.array(x), lab, steps)) for name, lab in (("colour", colour), ("kind", kind))}
+        for view, x in views.items()
+    } | {"tokens": {"n": [float(len(colour))]}}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--data", default="runs/demo_synth", help="an `mgv2 synth` folder")
+    ap.add_argument("--model", default="configs/model/demo.yaml")
+    ap.add_argument("--checkpoint", default=None, help="default: the model config's (the shipped demo model)")
+    ap.add_argument("--images", type=int, default=2000, help="held-out pictures to read")
+    ap.add_argument("--steps", type=int, default=300, help="optimiser steps of each probe")
+    ap.add_argument("--json", default=None, help="also write the numbers here")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    torch.manual_seed(0)  # a frozen random ViT that a checkpoint lacks is rebuilt from seed 0
+    cfg = load_yaml(ModelConfig, args.model)
+    pipe = Pipeline.from_config(cfg, checkpoint=args.checkpoint, device="cpu", verbose=False)
+    res = probe(pipe, Path(args.data), args.images, args.steps)
+    print(f"{int(res['tokens']['n'][0])} labelled image tokens")
+    for view in ("pixels", "vit_merged", "projected"):
+        for name in ("colour", "kind"):
+            acc, major = res[view][name]
+            print(f"{view:11s} {name:6s} held-out accuracy {100 * acc:5.1f}  (majority class {100 * major:5.1f})")
+    if args.json:
+        atomic_write_text(Path(args.json), json.dumps(res, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
