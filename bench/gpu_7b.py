@@ -29,6 +29,7 @@ import argparse
 import contextlib
 import dataclasses
 import io
+import itertools
 import json
 import shutil
 import statistics
@@ -40,9 +41,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path[:] = [str(ROOT)] + [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 
-import torch  # noqa: E402
+import torch
 
-from bench.eval import DATA, placeholder_images  # noqa: E402
+from bench.eval import DATA, placeholder_images
 
 
 def padded_tokenizer(vocab_size: int, folder: Path) -> Path:
@@ -91,7 +92,7 @@ def train_step(args, model_yaml: Path, overrides: list[str], records, out: Path,
     trainer.train()
     lines = [json.loads(x) for x in (out / "log.jsonl").read_text().splitlines()]
     steps = [x for x in lines if "step" in x and "time" in x]
-    gaps = [b["time"] - a["time"] for a, b in zip(steps, steps[1:])]  # the first step (warm-up) is left out
+    gaps = [b["time"] - a["time"] for a, b in itertools.pairwise(steps)]  # the first step (warm-up) is left out
     sec = statistics.median(gaps) if gaps else float("nan")
     return {
         "preset": trainer.model_cfg.name, "batch": refer.batch_size, "precision": cfg.precision,

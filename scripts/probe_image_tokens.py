@@ -27,10 +27,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
-from mgv2.config import ModelConfig, load_yaml  # noqa: E402
-from mgv2.image import load_image  # noqa: E402
-from mgv2.io import atomic_write_text  # noqa: E402
-from mgv2.pipeline import Pipeline  # noqa: E402
+from mgv2.config import ModelConfig, load_yaml
+from mgv2.image import load_image
+from mgv2.io import atomic_write_text
+from mgv2.pipeline import Pipeline
 
 MIN_COVER = 0.15
 

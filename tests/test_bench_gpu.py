@@ -16,7 +16,7 @@ def test_gpu_bench_runs_its_whole_path_on_cpu_with_the_tiny_preset(tmp_path):
     cmd = [sys.executable, str(ROOT / "bench/gpu_7b.py"), "--model", str(ROOT / "configs/model/tiny.yaml"),
            "--device", "cpu", "--train-steps", "3", "--expressions", "24", "--workers", "0",
            "--batch-size", "8", "--json", str(out)]
-    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    run = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300, check=False)
     assert run.returncode == 0, run.stderr[-3000:]
     res = json.loads(out.read_text())
     train, ev = res["train"], res["eval"]

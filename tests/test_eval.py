@@ -4,12 +4,11 @@ and detection mAP (COCOeval vs supervision)."""
 
 from __future__ import annotations
 
-import warnings
-
 import json
 import os
 import subprocess
 import sys
+import warnings
 from pathlib import Path
 
 import pytest

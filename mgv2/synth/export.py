@@ -483,7 +483,7 @@ def export(out_dir: str | Path, seed: int = 0, images: int = 200, progress: bool
         raise SynthError(f"{out} is not empty; choose a new folder or pass --overwrite to replace its files")
     splits = assign_splits(images, seed)
     indices = range(images)
-    bar = dict(desc="synth", unit="img", total=images, disable=not progress)
+    bar = {"desc": "synth", "unit": "img", "total": images, "disable": not progress}
     if workers == 1:
         items = [_draw(seed, i, splits[i], out) for i in tqdm(indices, **bar)]
     else:
