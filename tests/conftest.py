@@ -12,6 +12,26 @@ SHARED = ROOT.parent / "shared"
 TINY = ROOT / "configs" / "model" / "tiny.yaml"
 
 
+def load_script(name: str):
+    """A file of scripts/ imported as a module (scripts/ is not a package)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="session")
+def small_world(tmp_path_factory) -> Path:
+    """A 60-picture synthetic world (seed 0), shared by the script tests."""
+    from mgv2.synth import export
+
+    out = tmp_path_factory.mktemp("small_world")
+    export(out, seed=0, images=60, progress=False)
+    return out
+
+
 @pytest.fixture(scope="session")
 def tiny_cfg():
     from mgv2.config import ModelConfig, load_yaml

@@ -3,7 +3,6 @@ loads strictly as ``vision.checkpoint`` (the eva_vit_g.pth path)."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
 
@@ -14,11 +13,9 @@ import torch
 from mgv2.config import ModelConfig, load_yaml
 from mgv2.synth.world import COLOR_NAMES, KINDS
 from mgv2.vision import EVAViT, load_eva_checkpoint
+from tests.conftest import ROOT, load_script
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("pretrain_vision", ROOT / "scripts" / "pretrain_vision.py")
-pv = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(pv)
+pv = load_script("pretrain_vision")
 
 
 @pytest.fixture(scope="module")

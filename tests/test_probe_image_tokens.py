@@ -3,27 +3,14 @@ linearly there (colour from raw pixels) and nothing where nothing is (shuffled l
 
 from __future__ import annotations
 
-import importlib.util
 import json
-from pathlib import Path
 
 import numpy as np
-import pytest
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-spec = importlib.util.spec_from_file_location("probe_image_tokens", ROOT / "scripts" / "probe_image_tokens.py")
-pit = importlib.util.module_from_spec(spec)
-spec.loader.exec_module(pit)
+from tests.conftest import ROOT, load_script
 
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    from mgv2.synth import export
-
-    out = tmp_path_factory.mktemp("synth")
-    export(out, seed=0, images=60, progress=False)
-    return out
+pit = load_script("probe_image_tokens")
 
 
 def test_strip_labels_follow_the_visible_boxes():
@@ -47,14 +34,14 @@ def test_linear_probe_finds_a_linear_label_and_not_a_shuffled_one():
     assert acc_s < 0.5
 
 
-def test_probe_on_the_shipped_demo_model(world):
+def test_probe_on_the_shipped_demo_model(small_world):
     from mgv2.config import ModelConfig, load_yaml
     from mgv2.pipeline import Pipeline
 
     torch.manual_seed(0)
     cfg = load_yaml(ModelConfig, ROOT / "configs" / "model" / "demo.yaml")
     pipe = Pipeline.from_config(cfg, device="cpu", verbose=False)
-    res = pit.probe(pipe, world, n_images=40, steps=100)
+    res = pit.probe(pipe, small_world, n_images=40, steps=100)
     assert set(res) == {"pixels", "vit_merged", "projected", "tokens"} and res["tokens"]["n"][0] > 50
     for view in ("pixels", "vit_merged", "projected"):
         for name in ("colour", "kind"):
