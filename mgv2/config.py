@@ -392,9 +392,9 @@ class DatasetEntry:
     images: str | None = None  # picture folder relative to data_root, passed to the reader as images=
     options: dict[str, Any] = field(default_factory=dict)  # extra keyword arguments of the reader
     # Up to this many records OF THE SAME PICTURE go into one sample as successive turns (one
-    # image encoding, several answers with a loss; a record repeating an earlier turn's answer is
-    # skipped).  1 = one record per sample (the official recipe); above 1 the dataset is indexed
-    # by picture instead of by record.
+    # image encoding, several answers with a loss; a record asking what an earlier turn asked,
+    # by the task's group_key, e.g. another sentence for the same box, is skipped).  1 = one record
+    # per sample (the official recipe); above 1 the dataset is indexed by picture, not by record.
     turns_per_image: int = 1
 
     def __post_init__(self) -> None:

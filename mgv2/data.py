@@ -62,9 +62,9 @@ class TaskDataset(Dataset):
     """``records`` of one source + the task that builds a training sample from each.
 
     With ``turns_per_image`` K > 1 the dataset is indexed by picture: item ``i`` shuffles the
-    records of the ``i``-th picture (with the item's seed) and takes up to K of them, each with
-    an answer no earlier turn gave, as the successive turns of one sample: one image encoding
-    carries up to K answers."""
+    records of the ``i``-th picture (with the item's seed) and :meth:`Task.build_group` takes up
+    to K of them that ask different things as the successive turns of one sample: one image
+    encoding carries up to K answers."""
 
     def __init__(
         self,
@@ -101,17 +101,17 @@ class TaskDataset(Dataset):
 
     def build(self, i: int, seed: str) -> TrainItem:
         rng = random.Random(seed)
-        # the picture's records in a random order; the task takes turns from them up to the limit
-        members = [i] if self.groups is None else rng.sample(self.groups[i], len(self.groups[i]))
+        # grouped: the picture's records in a random order; the task takes turns from them
+        members = None if self.groups is None else rng.sample(self.groups[i], len(self.groups[i]))
         try:
-            if self.groups is None:
+            if members is None:
                 sample = self.task.build(self.records[i], rng)
             else:
                 sample = self.task.build_group([self.records[j] for j in members], rng, self.turns_per_image)
             encoded = self.encoder.encode_train(sample)
             pixels = None if sample.image is None else self.processor(load_image(sample.image))
         except MGV2Error as err:
-            where = f"record {i}" if self.groups is None else f"picture {i} (records {sorted(members)})"
+            where = f"record {i}" if members is None else f"picture {i} (records {sorted(members)})"
             raise DataBuildError(f"dataset {self.name!r}, {where}: {err}") from err
         return TrainItem(encoded, pixels, self.index)
 

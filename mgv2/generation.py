@@ -21,10 +21,15 @@ from mgv2.prompt import PromptEncoder
 from mgv2.sample import Sample
 
 
+def _forward_parameters(llm):
+    """The keyword parameters of the (PEFT-unwrapped) LLM's forward, for names that vary by version."""
+    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
+    return inspect.signature(base.forward).parameters
+
+
 def last_logits_kwargs(llm) -> dict[str, int]:
     """Ask the LLM for the last position's logits only, under the name its version uses."""
-    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
-    params = inspect.signature(base.forward).parameters
+    params = _forward_parameters(llm)
     for name in ("logits_to_keep", "num_logits_to_keep"):
         if name in params:
             return {name: 1}
@@ -34,8 +39,7 @@ def last_logits_kwargs(llm) -> dict[str, int]:
 def cache_kwarg(llm) -> str:
     """The forward keyword of the KV cache: ``cache`` in recent transformers, which warn on every
     call that still says ``past_key_values`` (the older name, kept for transformers 4.x)."""
-    base = llm.get_base_model() if hasattr(llm, "get_base_model") else llm
-    return "cache" if "cache" in inspect.signature(base.forward).parameters else "past_key_values"
+    return "cache" if "cache" in _forward_parameters(llm) else "past_key_values"
 
 
 def plain_greedy(settings: GenerationSettings) -> bool:

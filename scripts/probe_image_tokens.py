@@ -90,20 +90,24 @@ def probe(pipe: Pipeline, data: Path, n_images: int, steps: int = 300) -> dict[s
         raise SystemExit(f"{data}/scenes.jsonl has no held-out pictures")
     views: dict[str, list[np.ndarray]] = {"pixels": [], "vit_merged": [], "projected": []}
     colour, kind = [], []
-    for s in scenes:
-        px = pipe.processor(load_image(data / "images" / s["file_name"]))[None]
-        with torch.no_grad():
-            vit = model.ln_vision(model.visual_encoder(px))[:, 1:, :]
-            merged = vit.reshape(1, vit.shape[1] // merge, -1)[0]
-            projected = model.embed_images(px)[0]
-        p = size // grid
-        strips = px[0].reshape(3, grid, p, grid // merge, merge * p).permute(1, 3, 0, 2, 4).reshape(grid * grid // merge, -1)
-        for t, obj in strip_labels(s, grid, merge, size):
-            colour.append(obj["color"])
-            kind.append(obj["kind"])
-            views["pixels"].append(strips[t].numpy())
-            views["vit_merged"].append(merged[t].numpy())
-            views["projected"].append(projected[t].numpy())
+    seen: list[torch.Tensor] = []  # the merged ViT tokens (after ln_vision), as the projector receives them
+    hook = model.llama_proj.register_forward_pre_hook(lambda _mod, args: seen.append(args[0][0]))
+    p = size // grid
+    try:
+        for s in scenes:
+            px = pipe.processor(load_image(data / "images" / s["file_name"]))[None]
+            with torch.no_grad():
+                projected = model.embed_images(px)[0]  # one ViT pass gives both views
+            merged = seen.pop()
+            strips = px[0].reshape(3, grid, p, grid // merge, merge * p).permute(1, 3, 0, 2, 4).reshape(grid * grid // merge, -1)
+            for t, obj in strip_labels(s, grid, merge, size):
+                colour.append(obj["color"])
+                kind.append(obj["kind"])
+                views["pixels"].append(strips[t].numpy())
+                views["vit_merged"].append(merged[t].numpy())
+                views["projected"].append(projected[t].numpy())
+    finally:
+        hook.remove()
     return {
         view: {name: list(linear_probe(np.array(x), lab, steps)) for name, lab in (("colour", colour), ("kind", kind))}
         for view, x in views.items()
