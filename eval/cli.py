@@ -90,8 +90,19 @@ def _images_present(items, limit: int | None) -> None:
 
 
 def cmd_eval(args) -> int:
+    from eval.engine import close_distributed, init_distributed
+
+    # rescoring needs no process group: under torchrun only rank 0 scores
+    dist = init_distributed() if not args.predictions else None
+    try:
+        return _run_eval(args, dist)
+    finally:
+        close_distributed(dist)
+
+
+def _run_eval(args, dist) -> int:
     from eval.benchmarks import Source, get_benchmark, score
-    from eval.engine import EvalItem, init_distributed, read_predictions, run_generation
+    from eval.engine import EvalItem, read_predictions, run_generation
     from eval.report import SplitResult, write_outputs
 
     bench = get_benchmark(args.benchmark)
@@ -110,8 +121,6 @@ def cmd_eval(args) -> int:
         Path(args.images) if args.images else None,
     )
     out = Path(args.out) if args.out else Path("runs") / "eval" / bench.name
-    # rescoring needs no process group: under torchrun only rank 0 scores
-    dist = init_distributed() if not args.predictions else None
     is_main = dist.is_main if dist is not None else int(os.environ.get("RANK", "0")) == 0
     if not is_main and dist is None:
         return 0

@@ -89,6 +89,16 @@ def init_distributed() -> DistInfo:
     return DistInfo(rank=dist.get_rank(), world=dist.get_world_size(), local_rank=int(os.environ.get("LOCAL_RANK", "0")))
 
 
+def close_distributed(info: DistInfo | None) -> None:
+    """Destroy the process group before the process exits: a torchrun process that leaves the gloo
+    group open can abort in interpreter teardown ("terminate called without an active exception")."""
+    if info is not None and info.world > 1:
+        import torch.distributed as dist
+
+        if dist.is_initialized():
+            dist.destroy_process_group()
+
+
 def barrier(info: DistInfo) -> None:
     if info.world > 1:
         import torch.distributed as dist

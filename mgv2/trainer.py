@@ -681,11 +681,14 @@ def _save_full_state(model, cfg, out_dir: Path, full: dict[str, torch.Tensor]) -
     return out_dir
 
 
-def run_stage(cfg: TrainConfig, resume: bool = False, **kwargs) -> TrainResult:
-    """Train one stage; closes the process group it opened."""
+def run_stage(cfg: TrainConfig, resume: bool = False, stop_after: int | None = None,
+              **kwargs) -> TrainResult:
+    """Train one stage and close the process group. A torchrun process that exits with the gloo
+    group still open can abort in interpreter teardown ("terminate called without an active
+    exception", SIGABRT), so every distributed entry point goes through here."""
     trainer = Trainer(cfg, resume=resume, **kwargs)
     try:
-        return trainer.train()
+        return trainer.train(stop_after=stop_after)
     finally:
         if trainer.dist.active:
             import torch.distributed as dist

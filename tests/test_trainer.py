@@ -283,11 +283,13 @@ def test_stage_n_starts_from_stage_n_minus_1(tmp_path, monkeypatch):
 _DIST_SCRIPT = """
 import json, sys
 from mgv2.config import TrainConfig, from_dict
-from mgv2.trainer import Trainer
+from mgv2.trainer import run_stage
 from tests.test_trainer import tiny_world, train_dict
 out, over, stop, resume = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "resume"
 cfg = from_dict(TrainConfig, train_dict(out, **over))
-Trainer(cfg, records=tiny_world(), resume=resume, verbose=False).train(stop_after=stop or None)
+run_stage(cfg, resume=resume, stop_after=stop or None, records=tiny_world(), verbose=False)
+import torch.distributed as dist
+assert not dist.is_initialized(), "run_stage must close the process group before the process exits"
 """
 
 
