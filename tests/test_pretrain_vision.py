@@ -19,15 +19,30 @@ pv = load_script("pretrain_vision")
 
 
 @pytest.fixture(scope="module")
-def world(tmp_path_factory) -> Path:
-    from mgv2.synth import export
+def world(small_world) -> Path:
+    return small_world  # the shared 60-picture world (tests/conftest.py)
 
-    out = tmp_path_factory.mktemp("synth")
-    export(out, seed=0, images=24, progress=False, overwrite=True)
-    return out
+
+def _visible_owner(scene, box) -> tuple[int, float, float]:
+    """(1 + index of the object with the most visible area in ``box``, its area, the runner-up's),
+    computed from the shapely outlines: each object minus everything in front of it."""
+    from shapely.geometry import box as shapely_box
+
+    objects = sorted(scene.objects, key=lambda o: o.index)
+    cell = shapely_box(*box)
+    areas = []
+    for k, obj in enumerate(objects):
+        visible = obj.outline
+        for front in objects[k + 1:]:
+            visible = visible.difference(front.outline)
+        areas.append(visible.intersection(cell).area)
+    order = np.argsort(areas)[::-1]
+    return int(order[0]) + 1, areas[order[0]], areas[order[1]] if len(areas) > 1 else 0.0
 
 
 def test_patch_labels_follow_the_visible_objects(world):
+    from mgv2.synth.world import scene_from_manifest
+
     entries = [json.loads(x) for x in (world / "scenes.jsonl").read_text().splitlines()]
     size, patch = 128, 16
     checked = 0
@@ -36,16 +51,22 @@ def test_patch_labels_follow_the_visible_objects(world):
         g = size // patch
         assert kind.shape == colour.shape == (g * g,) and occ.shape == (g * g, pv.SUBCELLS ** 2)
         assert ((kind == 0) == (colour == 0)).all()  # background in both or in neither
-        # the patch under the centre of the front-most object is labelled with that object
-        front = max(e["objects"], key=lambda o: o["index"])
-        cx, cy = front["cx"] * size / e["width"], front["cy"] * size / e["height"]
-        p = int(cy // patch) * g + int(cx // patch)
-        if occ[p].mean() == 1.0:  # fully covered by something: the front object owns it
-            assert KINDS[kind[p] - 1] == front["kind"] and COLOR_NAMES[colour[p] - 1] == front["color"]
-            checked += 1
+        # a fully covered patch is labelled with the object that shows most of itself there
+        # (exact visible areas from the outlines; near-ties are left out, rasterising decides those)
+        scene = scene_from_manifest(e)
+        objects = sorted(scene.objects, key=lambda o: o.index)
+        sx, sy = scene.width / size, scene.height / size
+        for p in np.flatnonzero(occ.mean(1) == 1.0):
+            r, c = divmod(int(p), g)
+            owner, best, second = _visible_owner(scene, (c * patch * sx, r * patch * sy,
+                                                         (c + 1) * patch * sx, (r + 1) * patch * sy))
+            if best > 1.2 * second:
+                obj = objects[owner - 1]
+                assert KINDS[kind[p] - 1] == obj.kind and COLOR_NAMES[colour[p] - 1] == obj.color
+                checked += 1
         # a patch with no object at all is background; objects cover some patches
         assert (kind[occ.sum(1) == 0] == 0).all() and (kind > 0).any()
-    assert checked >= 3
+    assert checked >= 50, checked  # 73 on this world
 
 
 def test_pretrained_encoder_loads_as_vision_checkpoint(world, tmp_path):
