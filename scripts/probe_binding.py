@@ -1,0 +1,231 @@
+"""Where does finding an object by its colour and kind break?  Two experiments on the "colour
+kind" micro task: refer expressions like "green star", each naming exactly one object of an
+``mgv2 synth`` picture (docs/demo_model.md, fifth session).
+
+    # the demo LLM trained on the micro task alone (no position words to lean on)
+    .venv/bin/python scripts/probe_binding.py micro --out runs/demo_exp/MA --steps 1500 [--set KEY=VALUE ...]
+    # a small dedicated model on frozen image features: can anything bind with them?
+    .venv/bin/python scripts/probe_binding.py readout --features merged --steps 3000 [--set KEY=VALUE ...]
+
+``micro`` trains ``configs/train/demo_stage1.yaml`` with its datasets replaced by one refer
+dataset of these records (4 turns per sample); score its checkpoints with
+``scripts/probe_refer_words.py``.  ``readout`` fits a 2-layer, 128-wide transformer over the 16
+image tokens plus one query token (colour embedding + kind embedding) that regresses the box
+(L1 on 0-1 coordinates), and prints held-out Acc@0.5 beside the random-object rate.  Features:
+``pixels`` (each token's raw 64 x 16 strip), ``merged`` (the model's ViT output after
+``ln_vision``, 4 patches merged: what its projector receives), ``projected`` (what the LLM
+receives) or ``oracle`` (one-hot kind and colour of each of the strip's 4 patches, from
+``scripts/pretrain_vision.py``'s labels).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "scripts"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+from probe_refer_words import queries
+
+from eval.metrics import box_iou
+from mgv2.synth.world import COLOR_NAMES, KINDS
+
+
+def read_scenes(data: Path, split: str, limit: int | None = None) -> list[dict]:
+    rows = [json.loads(line) for line in (data / "scenes.jsonl").read_text().splitlines()]
+    rows = [s for s in rows if (s["split"] == "train") == (split == "train")]
+    return rows[:limit] if limit else rows
+
+
+def colour_kind_targets(scene: dict) -> list[dict]:
+    """The objects of one picture that "<colour> <kind>" names alone."""
+    return [scene["objects"][i] for kind, _, i in queries(scene) if kind == "colour kind"]
+
+
+# -- micro: the demo LLM on the micro task --------------------------------------------------------
+
+
+def micro_records(data: Path) -> list:
+    from tasks.records import RegionRecord
+
+    return [RegionRecord(str(data / "images" / s["file_name"]), s["width"], s["height"], f"{o['color']} {o['kind']}",
+                         tuple(o["visible_box"]))
+            for s in read_scenes(data, "train") for o in colour_kind_targets(s)]
+
+
+def micro_config(data: Path, out: str, steps: int, overrides: Sequence[str], train: dict):
+    import yaml
+
+    from mgv2.config import TrainConfig, from_dict
+
+    d = yaml.safe_load((ROOT / "configs" / "train" / "demo_stage1.yaml").read_text())
+    d.update(output_dir=out, steps=steps, save_every=500, data_root=str(data), progress=False,
+             model=str(ROOT / "configs" / "model" / "demo.yaml"), model_overrides=["checkpoint=null", *overrides])
+    d["datasets"] = [{"name": "colour_kind", "source": "refcoco", "task": "refer", "path": ".", "ratio": 1,
+                      "batch_size": 32, "turns_per_image": 4}]
+    d.update(train)
+    return from_dict(TrainConfig, d)
+
+
+# -- readout: a dedicated model on frozen features -----------------------------------------------
+
+
+def token_features(view: str, scenes: list[dict], data: Path, overrides: Sequence[str]) -> torch.Tensor:
+    """[N, 16, F] features of the demo preset's 16 image tokens."""
+    if view == "oracle":
+        from pretrain_vision import patch_labels
+
+        rows = []
+        for s in scenes:
+            k, c, _ = patch_labels(s, 128, 16)
+            onehot = np.concatenate([np.eye(len(KINDS) + 1)[k], np.eye(len(COLOR_NAMES) + 1)[c]], 1)  # [64, F]
+            rows.append(onehot.reshape(16, -1))  # patches in row order: 4 neighbours = one 1x4 token
+        return torch.tensor(np.array(rows), dtype=torch.float32)
+    from mgv2.config import ModelConfig, load_yaml
+    from mgv2.image import load_image
+    from mgv2.pipeline import Pipeline
+
+    torch.manual_seed(0)  # a frozen random ViT that a checkpoint lacks is rebuilt from seed 0
+    pipe = Pipeline.from_config(load_yaml(ModelConfig, ROOT / "configs" / "model" / "demo.yaml", list(overrides)),
+                                device="cpu", verbose=False)
+    model = pipe.model.eval()
+    size, patch = pipe.cfg.vision.img_size, pipe.cfg.vision.patch_size
+    grid, merge = size // patch, pipe.cfg.merge_tokens
+    seen: list[torch.Tensor] = []
+    hook = model.llama_proj.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    out = []
+    try:
+        with torch.no_grad():
+            for i in range(0, len(scenes), 64):
+                px = torch.stack([pipe.processor(load_image(data / "images" / s["file_name"])) for s in scenes[i:i + 64]])
+                projected = model.embed_images(px)
+                merged = seen.pop()
+                if view == "pixels":
+                    out.append(px.reshape(len(px), 3, grid, patch, grid // merge, merge * patch)
+                               .permute(0, 2, 4, 1, 3, 5).reshape(len(px), grid * grid // merge, -1))
+                else:
+                    out.append({"merged": merged, "projected": projected}[view])
+    finally:
+        hook.remove()
+    return torch.cat(out)
+
+
+class Readout(nn.Module):
+    def __init__(self, features: int, tokens: int = 16, width: int = 128) -> None:
+        super().__init__()
+        self.proj = nn.Linear(features, width)
+        self.pos = nn.Parameter(torch.randn(tokens, width) * 0.02)
+        self.colour = nn.Embedding(len(COLOR_NAMES), width)
+        self.kind = nn.Embedding(len(KINDS), width)
+        layer = nn.TransformerEncoderLayer(width, 4, 4 * width, 0.0, batch_first=True, norm_first=True)
+        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 4))
+
+    def forward(self, feats: torch.Tensor, colour: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
+        x = torch.cat([(self.colour(colour) + self.kind(kind))[:, None], self.proj(feats) + self.pos], 1)
+        return torch.sigmoid(self.head(self.encoder(x)[:, 0]))
+
+
+def readout_queries(scenes: list[dict]) -> list[tuple[int, int, int, list[float], int]]:
+    """(picture, colour id, kind id, box in 0-1 xyxy, objects in the picture)."""
+    out = []
+    for i, s in enumerate(scenes):
+        for o in colour_kind_targets(s):
+            x1, y1, x2, y2 = o["visible_box"]
+            out.append((i, COLOR_NAMES.index(o["color"]), KINDS.index(o["kind"]),
+                        [x1 / s["width"], y1 / s["height"], x2 / s["width"], y2 / s["height"]], len(s["objects"])))
+    return out
+
+
+def run_readout(train_f, train_q, val_f, val_q, steps: int, batch: int = 128, every: int = 500,
+                seed: int = 0, log=print) -> list[dict]:
+    torch.manual_seed(seed)
+    net = Readout(train_f.shape[-1], train_f.shape[1])
+    opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=0.01)
+    gen = torch.Generator().manual_seed(seed)
+
+    def tensors(q, f, idx):
+        rows = [q[i] for i in idx]
+        return (f[[r[0] for r in rows]], torch.tensor([r[1] for r in rows]), torch.tensor([r[2] for r in rows]),
+                torch.tensor([r[3] for r in rows]))
+
+    curve = []
+    for step in range(1, steps + 1):
+        feats, colour, kind, target = tensors(train_q, train_f, torch.randint(len(train_q), (batch,), generator=gen).tolist())
+        loss = (net(feats, colour, kind) - target).abs().mean()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        if step % every == 0 or step == steps:
+            net.eval()
+            with torch.no_grad():
+                feats, colour, kind, target = tensors(val_q, val_f, range(len(val_q)))
+                pred = net(feats, colour, kind)
+            net.train()
+            hits = sum(box_iou(p, t) >= 0.5 for p, t in zip(pred.tolist(), target.tolist()))
+            row = {"step": step, "loss": float(loss.detach()), "acc50": hits / len(val_q),
+                   "chance": sum(1 / q[4] for q in val_q) / len(val_q)}
+            curve.append(row)
+            log(f"step {step}  loss {row['loss']:.4f}  val Acc@0.5 {100 * row['acc50']:.1f}  "
+                f"(random object {100 * row['chance']:.1f})")
+    return curve
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    m = sub.add_parser("micro", help="train the demo LLM on the colour-kind micro task")
+    m.add_argument("--out", required=True)
+    m.add_argument("--steps", type=int, default=1500)
+    m.add_argument("--train", action="append", default=[], metavar="KEY=YAML",
+                   help="train-config key, e.g. 'trainable=[projector, vision, ln_vision, llm]'")
+    r = sub.add_parser("readout", help="a small dedicated model on frozen image features")
+    r.add_argument("--features", choices=("pixels", "merged", "projected", "oracle"), default="merged")
+    r.add_argument("--steps", type=int, default=3000)
+    r.add_argument("--train-images", type=int, default=4000)
+    r.add_argument("--val-images", type=int, default=600)
+    r.add_argument("--json", default=None, help="also write the curve here")
+    for p in (m, r):
+        p.add_argument("--data", default="runs/demo_synth", help="an `mgv2 synth` folder")
+        p.add_argument("--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+                       help="model config override (e.g. vision.checkpoint=runs/demo/vision0.pth)")
+    args = ap.parse_args(argv)
+    data = Path(args.data)
+    if args.cmd == "micro":
+        import yaml
+
+        from mgv2.trainer import run_stage
+
+        records = micro_records(data)
+        train = {k: yaml.safe_load(v) for k, v in (t.split("=", 1) for t in args.train)}
+        cfg = micro_config(data, args.out, args.steps, args.overrides, train)
+        print(f"{len(records)} colour-kind records", flush=True)
+        run_stage(cfg, records={"colour_kind": records}, verbose=True)
+        return 0
+    t0 = time.time()
+    train_s, val_s = read_scenes(data, "train", args.train_images), read_scenes(data, "val", args.val_images)
+    train_f = token_features(args.features, train_s, data, args.overrides)
+    val_f = token_features(args.features, val_s, data, args.overrides)
+    print(f"features {tuple(train_f.shape)} in {time.time() - t0:.0f} s", flush=True)
+    curve = run_readout(train_f, readout_queries(train_s), val_f, readout_queries(val_s), args.steps)
+    if args.json:
+        from mgv2.io import atomic_write_text
+
+        atomic_write_text(Path(args.json), json.dumps({"features": args.features, "overrides": args.overrides,
+                                                       "curve": curve}, indent=2) + "\n")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

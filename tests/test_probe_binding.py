@@ -1,0 +1,48 @@
+"""scripts/probe_binding.py: the micro task's records name one object each; the readout's
+features have the demo preset's token layout; the readout trains and reports against chance."""
+
+from __future__ import annotations
+
+from collections import Counter
+
+import pytest
+import torch
+
+from tests.conftest import load_script
+
+pb = load_script("probe_binding")
+
+
+def test_micro_records_name_exactly_one_object(small_world):
+    records = pb.micro_records(small_world)
+    scenes = {s["file_name"]: s for s in pb.read_scenes(small_world, "train")}
+    assert records and all("train" == scenes[r.image.rsplit("/", 1)[-1]]["split"] for r in records)
+    for r in records:
+        objs = scenes[r.image.rsplit("/", 1)[-1]]["objects"]
+        named = [o for o in objs if f"{o['color']} {o['kind']}" == r.expression]
+        assert len(named) == 1 and tuple(named[0]["visible_box"]) == r.box_xyxy
+    cfg = pb.micro_config(small_world, "out", 7, ["merge_tokens=4"], {"seed": 3})
+    assert cfg.steps == 7 and cfg.seed == 3 and [d.name for d in cfg.datasets] == ["colour_kind"]
+    assert cfg.datasets[0].turns_per_image == 4 and "checkpoint=null" in cfg.model_overrides
+
+
+@pytest.mark.parametrize("view,width", [("oracle", 4 * (1 + len(pb.KINDS) + 1 + len(pb.COLOR_NAMES))),
+                                        ("merged", 512), ("pixels", 3 * 64 * 16)])
+def test_token_features_follow_the_demo_token_layout(small_world, view, width):
+    scenes = pb.read_scenes(small_world, "val", 3)
+    f = pb.token_features(view, scenes, small_world, [])
+    assert f.shape == (3, 16, width) and torch.isfinite(f).all()
+    if view == "oracle":  # 4 patches per token, each one-hot in kind and in colour
+        assert (f.reshape(3, 16, 4, -1).sum(-1) == 2).all()
+
+
+def test_readout_reports_accuracy_against_the_random_object_rate(small_world):
+    train_s, val_s = pb.read_scenes(small_world, "train"), pb.read_scenes(small_world, "val")
+    tq, vq = pb.readout_queries(train_s), pb.readout_queries(val_s)
+    assert len(vq) == sum(len(pb.colour_kind_targets(s)) for s in val_s)
+    assert Counter(q[4] for q in vq)  # object counts recorded for the chance rate
+    tf, vf = pb.token_features("oracle", train_s, small_world, []), pb.token_features("oracle", val_s, small_world, [])
+    curve = pb.run_readout(tf, tq, vf, vq, steps=40, batch=16, every=20, log=lambda _: None)
+    assert [c["step"] for c in curve] == [20, 40]
+    assert curve[-1]["loss"] < curve[0]["loss"] * 1.5 and 0 <= curve[-1]["acc50"] <= 1
+    assert curve[-1]["chance"] == pytest.approx(sum(1 / q[4] for q in vq) / len(vq))
