@@ -15,7 +15,10 @@ image tokens plus one query token (colour embedding + kind embedding) that regre
 ``pixels`` (each token's raw 64 x 16 strip), ``merged`` (the model's ViT output after
 ``ln_vision``, 4 patches merged: what its projector receives), ``projected`` (what the LLM
 receives) or ``oracle`` (one-hot kind and colour of each of the strip's 4 patches, from
-``scripts/pretrain_vision.py``'s labels).
+``scripts/pretrain_vision.py``'s labels).  ``--layout image-words`` / ``words-image`` give the
+colour and the kind as two word tokens that an answer token must gather (causal attention), after
+or before the image tokens, as the official and the instruction-first prompt layouts do;
+``--loss ce`` classifies coordinates into 101 bins like the LLM's coordinate tokens.
 """
 
 from __future__ import annotations
@@ -121,20 +124,65 @@ def token_features(view: str, scenes: list[dict], data: Path, overrides: Sequenc
     return torch.cat(out)
 
 
+LAYOUTS = ("query", "image-words", "words-image")
+
+
 class Readout(nn.Module):
-    def __init__(self, features: int, tokens: int = 16, width: int = 128) -> None:
+    """A small transformer that finds the named object from the image tokens.
+
+    ``layout`` says how it is told what to find: ``query`` (one token = colour embedding + kind
+    embedding, bidirectional attention, the box read from that token), ``image-words`` (causal:
+    the 16 image tokens, a colour token, a kind token, an answer token, as in the official prompt
+    layout where the expression follows the image) or ``words-image`` (causal: colour, kind, image
+    tokens, answer; the instruction-first layout).  ``loss``: ``l1`` regresses the 4 coordinates,
+    ``ce`` classifies each into 101 bins as the LLM's coordinate tokens do.  ``center_ln``
+    normalises the image tokens as the demo preset does and starts the word embeddings small."""
+
+    def __init__(self, features: int, tokens: int = 16, width: int = 128, layers: int = 2, layout: str = "query",
+                 loss: str = "l1", center_ln: bool = False) -> None:
         super().__init__()
+        if layout not in LAYOUTS or loss not in ("l1", "ce"):
+            raise ValueError(f"layout must be one of {LAYOUTS} and loss l1 or ce, not {layout!r} / {loss!r}")
+        self.layout, self.loss, self.center_ln = layout, loss, center_ln
         self.proj = nn.Linear(features, width)
         self.pos = nn.Parameter(torch.randn(tokens, width) * 0.02)
+        self.word_pos = nn.Parameter(torch.randn(3, width) * 0.02)  # colour, kind, answer
+        self.answer = nn.Parameter(torch.randn(width) * 0.02)
         self.colour = nn.Embedding(len(COLOR_NAMES), width)
         self.kind = nn.Embedding(len(KINDS), width)
+        if center_ln:
+            nn.init.normal_(self.colour.weight, std=0.02)
+            nn.init.normal_(self.kind.weight, std=0.02)
         layer = nn.TransformerEncoderLayer(width, 4, 4 * width, 0.0, batch_first=True, norm_first=True)
-        self.encoder = nn.TransformerEncoder(layer, 2, enable_nested_tensor=False)
-        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 4))
+        self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
+        self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 4 * 101 if loss == "ce" else 4))
 
     def forward(self, feats: torch.Tensor, colour: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
-        x = torch.cat([(self.colour(colour) + self.kind(kind))[:, None], self.proj(feats) + self.pos], 1)
-        return torch.sigmoid(self.head(self.encoder(x)[:, 0]))
+        """[B, 4] boxes in 0-1 (``l1``) or [B, 4, 101] coordinate logits (``ce``)."""
+        img = self.proj(feats)
+        if self.center_ln:
+            img = nn.functional.layer_norm(img - img.mean(1, keepdim=True), img.shape[-1:])
+        img = img + self.pos
+        if self.layout == "query":
+            h = self.encoder(torch.cat([(self.colour(colour) + self.kind(kind))[:, None], img], 1))[:, 0]
+        else:
+            words = [self.colour(colour)[:, None] + self.word_pos[0], self.kind(kind)[:, None] + self.word_pos[1]]
+            answer = (self.answer + self.word_pos[2]).expand(len(colour), 1, -1)
+            parts = [img, *words, answer] if self.layout == "image-words" else [*words, img, answer]
+            x = torch.cat(parts, 1)
+            mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1])
+            h = self.encoder(x, mask=mask, is_causal=True)[:, -1]
+        out = self.head(h)
+        return out.view(-1, 4, 101) if self.loss == "ce" else torch.sigmoid(out)
+
+    def boxes(self, out: torch.Tensor) -> torch.Tensor:
+        return out.argmax(-1).float() / 100 if self.loss == "ce" else out
+
+    def objective(self, out: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.loss == "ce":
+            bins = (target * 100).round().long().clamp(0, 100)
+            return nn.functional.cross_entropy(out.reshape(-1, 101), bins.reshape(-1))
+        return (out - target).abs().mean()
 
 
 def readout_queries(scenes: list[dict]) -> list[tuple[int, int, int, list[float], int]]:
@@ -149,9 +197,10 @@ def readout_queries(scenes: list[dict]) -> list[tuple[int, int, int, list[float]
 
 
 def run_readout(train_f, train_q, val_f, val_q, steps: int, batch: int = 128, every: int = 500,
-                seed: int = 0, log=print) -> list[dict]:
+                seed: int = 0, log=print, **options) -> list[dict]:
+    """Train a :class:`Readout` (``options`` go to it); the held-out curve every ``every`` steps."""
     torch.manual_seed(seed)
-    net = Readout(train_f.shape[-1], train_f.shape[1])
+    net = Readout(train_f.shape[-1], train_f.shape[1], **options)
     opt = torch.optim.AdamW(net.parameters(), 1e-3, weight_decay=0.01)
     gen = torch.Generator().manual_seed(seed)
 
@@ -163,7 +212,7 @@ def run_readout(train_f, train_q, val_f, val_q, steps: int, batch: int = 128, ev
     curve = []
     for step in range(1, steps + 1):
         feats, colour, kind, target = tensors(train_q, train_f, torch.randint(len(train_q), (batch,), generator=gen).tolist())
-        loss = (net(feats, colour, kind) - target).abs().mean()
+        loss = net.objective(net(feats, colour, kind), target)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -171,7 +220,7 @@ def run_readout(train_f, train_q, val_f, val_q, steps: int, batch: int = 128, ev
             net.eval()
             with torch.no_grad():
                 feats, colour, kind, target = tensors(val_q, val_f, range(len(val_q)))
-                pred = net(feats, colour, kind)
+                pred = net.boxes(net(feats, colour, kind))
             net.train()
             hits = sum(box_iou(p, t) >= 0.5 for p, t in zip(pred.tolist(), target.tolist()))
             row = {"step": step, "loss": float(loss.detach()), "acc50": hits / len(val_q),
@@ -195,6 +244,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--steps", type=int, default=3000)
     r.add_argument("--train-images", type=int, default=4000)
     r.add_argument("--val-images", type=int, default=600)
+    r.add_argument("--layout", choices=LAYOUTS, default="query", help="how the readout is told what to find")
+    r.add_argument("--loss", choices=("l1", "ce"), default="l1")
+    r.add_argument("--center-ln", action="store_true", help="the demo preset's image-token normalisation")
+    r.add_argument("--layers", type=int, default=2)
     r.add_argument("--json", default=None, help="also write the curve here")
     for p in (m, r):
         p.add_argument("--data", default="runs/demo_synth", help="an `mgv2 synth` folder")
@@ -218,12 +271,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_f = token_features(args.features, train_s, data, args.overrides)
     val_f = token_features(args.features, val_s, data, args.overrides)
     print(f"features {tuple(train_f.shape)} in {time.time() - t0:.0f} s", flush=True)
-    curve = run_readout(train_f, readout_queries(train_s), val_f, readout_queries(val_s), args.steps)
+    options = {"layout": args.layout, "loss": args.loss, "center_ln": args.center_ln, "layers": args.layers}
+    curve = run_readout(train_f, readout_queries(train_s), val_f, readout_queries(val_s), args.steps, **options)
     if args.json:
         from mgv2.io import atomic_write_text
 
         atomic_write_text(Path(args.json), json.dumps({"features": args.features, "overrides": args.overrides,
-                                                       "curve": curve}, indent=2) + "\n")
+                                                       **options, "curve": curve}, indent=2) + "\n")
     return 0
 
 

@@ -46,3 +46,31 @@ def test_readout_reports_accuracy_against_the_random_object_rate(small_world):
     assert [c["step"] for c in curve] == [20, 40]
     assert curve[-1]["loss"] < curve[0]["loss"] * 1.5 and 0 <= curve[-1]["acc50"] <= 1
     assert curve[-1]["chance"] == pytest.approx(sum(1 / q[4] for q in vq) / len(vq))
+
+
+@pytest.mark.parametrize("layout", pb.LAYOUTS)
+@pytest.mark.parametrize("loss", ["l1", "ce"])
+def test_readout_layouts_and_losses(layout, loss):
+    net = pb.Readout(12, tokens=16, width=32, layout=layout, loss=loss, center_ln=loss == "ce")
+    feats, colour, kind = torch.randn(5, 16, 12), torch.tensor([0, 1, 2, 3, 4]), torch.tensor([0, 1, 2, 3, 4])
+    out = net(feats, colour, kind)
+    assert out.shape == ((5, 4, 101) if loss == "ce" else (5, 4))
+    boxes = net.boxes(out)
+    assert boxes.shape == (5, 4) and ((0 <= boxes) & (boxes <= 1)).all()
+    target = torch.rand(5, 4)
+    net.objective(out, target).backward()
+    assert net.proj.weight.grad is not None
+    if layout == "image-words":  # causal: the image tokens come first, so the words cannot change them
+        x = net.proj(feats) + net.pos
+        mask = torch.nn.Transformer.generate_square_subsequent_mask(19)
+        words = [net.colour(colour)[:, None] + net.word_pos[0], net.kind(kind)[:, None] + net.word_pos[1]]
+        a = net.encoder(torch.cat([x, *words, net.answer.expand(5, 1, -1)], 1), mask=mask, is_causal=True)
+        words[0] = words[0] + 1.0
+        b = net.encoder(torch.cat([x, *words, net.answer.expand(5, 1, -1)], 1), mask=mask, is_causal=True)
+        torch.testing.assert_close(a[:, :16], b[:, :16])
+        assert not torch.allclose(a[:, -1], b[:, -1])
+
+
+def test_readout_rejects_an_unknown_layout():
+    with pytest.raises(ValueError, match="layout"):
+        pb.Readout(4, layout="sideways")
