@@ -46,6 +46,10 @@ from mgv2.synth.world import COLOR_NAMES, KINDS
 
 
 def read_scenes(data: Path, split: str, limit: int | None = None) -> list[dict]:
+    """The first ``limit`` scenes of the training pictures (``split="train"``) or of the held-out
+    ones (``"held_out"``: val, testA and testB pictures)."""
+    if split not in ("train", "held_out"):
+        raise ValueError(f"split must be 'train' or 'held_out', not {split!r}")
     rows = [json.loads(line) for line in (data / "scenes.jsonl").read_text().splitlines()]
     rows = [s for s in rows if (s["split"] == "train") == (split == "train")]
     return rows[:limit] if limit else rows
@@ -243,7 +247,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--features", choices=("pixels", "merged", "projected", "oracle"), default="merged")
     r.add_argument("--steps", type=int, default=3000)
     r.add_argument("--train-images", type=int, default=4000)
-    r.add_argument("--val-images", type=int, default=600)
+    r.add_argument("--val-images", type=int, default=600, help="held-out pictures to score on")
     r.add_argument("--layout", choices=LAYOUTS, default="query", help="how the readout is told what to find")
     r.add_argument("--loss", choices=("l1", "ce"), default="l1")
     r.add_argument("--center-ln", action="store_true", help="the demo preset's image-token normalisation")
@@ -267,7 +271,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_stage(cfg, records={"colour_kind": records}, verbose=True)
         return 0
     t0 = time.time()
-    train_s, val_s = read_scenes(data, "train", args.train_images), read_scenes(data, "val", args.val_images)
+    train_s, val_s = read_scenes(data, "train", args.train_images), read_scenes(data, "held_out", args.val_images)
     train_f = token_features(args.features, train_s, data, args.overrides)
     val_f = token_features(args.features, val_s, data, args.overrides)
     print(f"features {tuple(train_f.shape)} in {time.time() - t0:.0f} s", flush=True)

@@ -29,7 +29,7 @@ def test_micro_records_name_exactly_one_object(small_world):
 @pytest.mark.parametrize("view,width", [("oracle", 4 * (1 + len(pb.KINDS) + 1 + len(pb.COLOR_NAMES))),
                                         ("merged", 512), ("pixels", 3 * 64 * 16)])
 def test_token_features_follow_the_demo_token_layout(small_world, view, width):
-    scenes = pb.read_scenes(small_world, "val", 3)
+    scenes = pb.read_scenes(small_world, "held_out", 3)
     f = pb.token_features(view, scenes, small_world, [])
     assert f.shape == (3, 16, width) and torch.isfinite(f).all()
     if view == "oracle":  # 4 patches per token, each one-hot in kind and in colour
@@ -37,7 +37,7 @@ def test_token_features_follow_the_demo_token_layout(small_world, view, width):
 
 
 def test_readout_reports_accuracy_against_the_random_object_rate(small_world):
-    train_s, val_s = pb.read_scenes(small_world, "train"), pb.read_scenes(small_world, "val")
+    train_s, val_s = pb.read_scenes(small_world, "train"), pb.read_scenes(small_world, "held_out")
     tq, vq = pb.readout_queries(train_s), pb.readout_queries(val_s)
     assert len(vq) == sum(len(pb.colour_kind_targets(s)) for s in val_s)
     assert Counter(q[4] for q in vq)  # object counts recorded for the chance rate
