@@ -21,9 +21,9 @@ def test_micro_records_name_exactly_one_object(small_world):
         objs = scenes[r.image.rsplit("/", 1)[-1]]["objects"]
         named = [o for o in objs if f"{o['color']} {o['kind']}" == r.expression]
         assert len(named) == 1 and tuple(named[0]["visible_box"]) == r.box_xyxy
-    cfg = pb.micro_config(small_world, "out", 7, ["merge_tokens=4"], {"seed": 3})
+    cfg = pb.micro_config(small_world, "out", 7, ["merge_tokens=4"], {"seed": 3}, turns=2)
     assert cfg.steps == 7 and cfg.seed == 3 and [d.name for d in cfg.datasets] == ["colour_kind"]
-    assert cfg.datasets[0].turns_per_image == 4 and "checkpoint=null" in cfg.model_overrides
+    assert cfg.datasets[0].turns_per_image == 2 and "checkpoint=null" in cfg.model_overrides
 
 
 @pytest.mark.parametrize("view,width", [("oracle", 4 * (1 + len(pb.KINDS) + 1 + len(pb.COLOR_NAMES))),
@@ -74,3 +74,11 @@ def test_readout_layouts_and_losses(layout, loss):
 def test_readout_rejects_an_unknown_layout():
     with pytest.raises(ValueError, match="layout"):
         pb.Readout(4, layout="sideways")
+
+
+def test_micro_trains_the_demo_llm_on_the_micro_task(small_world, tmp_path):
+    out = tmp_path / "micro"
+    assert pb.main(["micro", "--data", str(small_world), "--out", str(out), "--steps", "2", "--turns", "2"]) == 0
+    assert (out / "final" / "model.safetensors").is_file()
+    log = [line for line in (out / "log.jsonl").read_text().splitlines() if line]
+    assert log and all('"colour_kind"' in line for line in log)
