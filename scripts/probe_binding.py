@@ -140,10 +140,11 @@ class Readout(nn.Module):
     layout where the expression follows the image) or ``words-image`` (causal: colour, kind, image
     tokens, answer; the instruction-first layout).  ``loss``: ``l1`` regresses the 4 coordinates,
     ``ce`` classifies each into 101 bins as the LLM's coordinate tokens do.  ``center_ln``
-    normalises the image tokens as the demo preset does and starts the word embeddings small."""
+    normalises the image tokens as the demo preset does and starts the word embeddings small;
+    ``template`` puts that many fixed tokens before the words (word layouts only)."""
 
     def __init__(self, features: int, tokens: int = 16, width: int = 128, layers: int = 2, layout: str = "query",
-                 loss: str = "l1", center_ln: bool = False) -> None:
+                 loss: str = "l1", center_ln: bool = False, template: int = 0) -> None:
         super().__init__()
         if layout not in LAYOUTS or loss not in ("l1", "ce"):
             raise ValueError(f"layout must be one of {LAYOUTS} and loss l1 or ce, not {layout!r} / {loss!r}")
@@ -152,6 +153,8 @@ class Readout(nn.Module):
         self.pos = nn.Parameter(torch.randn(tokens, width) * 0.02)
         self.word_pos = nn.Parameter(torch.randn(3, width) * 0.02)  # colour, kind, answer
         self.answer = nn.Parameter(torch.randn(width) * 0.02)
+        # fixed tokens before the words, as "[INST] [refer] give me the location of" precede the expression
+        self.template = nn.Parameter(torch.randn(template, width) * 0.02)
         self.colour = nn.Embedding(len(COLOR_NAMES), width)
         self.kind = nn.Embedding(len(KINDS), width)
         if center_ln:
@@ -170,7 +173,8 @@ class Readout(nn.Module):
         if self.layout == "query":
             h = self.encoder(torch.cat([(self.colour(colour) + self.kind(kind))[:, None], img], 1))[:, 0]
         else:
-            words = [self.colour(colour)[:, None] + self.word_pos[0], self.kind(kind)[:, None] + self.word_pos[1]]
+            words = [self.template.expand(len(colour), -1, -1),
+                     self.colour(colour)[:, None] + self.word_pos[0], self.kind(kind)[:, None] + self.word_pos[1]]
             answer = (self.answer + self.word_pos[2]).expand(len(colour), 1, -1)
             parts = [img, *words, answer] if self.layout == "image-words" else [*words, img, answer]
             x = torch.cat(parts, 1)
@@ -253,6 +257,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--loss", choices=("l1", "ce"), default="l1")
     r.add_argument("--center-ln", action="store_true", help="the demo preset's image-token normalisation")
     r.add_argument("--layers", type=int, default=2)
+    r.add_argument("--template", type=int, default=0, help="fixed tokens before the words (word layouts)")
     r.add_argument("--json", default=None, help="also write the curve here")
     for p in (m, r):
         p.add_argument("--data", default="runs/demo_synth", help="an `mgv2 synth` folder")
@@ -276,7 +281,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     train_f = token_features(args.features, train_s, data, args.overrides)
     val_f = token_features(args.features, val_s, data, args.overrides)
     print(f"features {tuple(train_f.shape)} in {time.time() - t0:.0f} s", flush=True)
-    options = {"layout": args.layout, "loss": args.loss, "center_ln": args.center_ln, "layers": args.layers}
+    options = {"layout": args.layout, "loss": args.loss, "center_ln": args.center_ln, "layers": args.layers,
+               "template": args.template}
     curve = run_readout(train_f, readout_queries(train_s), val_f, readout_queries(val_s), args.steps, **options)
     if args.json:
         from mgv2.io import atomic_write_text

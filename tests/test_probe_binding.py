@@ -51,7 +51,8 @@ def test_readout_reports_accuracy_against_the_random_object_rate(small_world):
 @pytest.mark.parametrize("layout", pb.LAYOUTS)
 @pytest.mark.parametrize("loss", ["l1", "ce"])
 def test_readout_layouts_and_losses(layout, loss):
-    net = pb.Readout(12, tokens=16, width=32, layout=layout, loss=loss, center_ln=loss == "ce")
+    net = pb.Readout(12, tokens=16, width=32, layout=layout, loss=loss, center_ln=loss == "ce",
+                     template=3 if layout == "words-image" else 0)
     feats, colour, kind = torch.randn(5, 16, 12), torch.tensor([0, 1, 2, 3, 4]), torch.tensor([0, 1, 2, 3, 4])
     out = net(feats, colour, kind)
     assert out.shape == ((5, 4, 101) if loss == "ce" else (5, 4))
@@ -63,9 +64,10 @@ def test_readout_layouts_and_losses(layout, loss):
     if layout == "image-words":  # causal: the image tokens come first, so the words cannot change them
         x = net.proj(feats) + net.pos
         mask = torch.nn.Transformer.generate_square_subsequent_mask(19)
-        words = [net.colour(colour)[:, None] + net.word_pos[0], net.kind(kind)[:, None] + net.word_pos[1]]
+        words = [net.template.expand(5, -1, -1), net.colour(colour)[:, None] + net.word_pos[0],
+                 net.kind(kind)[:, None] + net.word_pos[1]]
         a = net.encoder(torch.cat([x, *words, net.answer.expand(5, 1, -1)], 1), mask=mask, is_causal=True)
-        words[0] = words[0] + 1.0
+        words[1] = words[1] + 1.0
         b = net.encoder(torch.cat([x, *words, net.answer.expand(5, 1, -1)], 1), mask=mask, is_causal=True)
         torch.testing.assert_close(a[:, :16], b[:, :16])
         assert not torch.allclose(a[:, -1], b[:, -1])
