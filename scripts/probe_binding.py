@@ -141,14 +141,20 @@ class Readout(nn.Module):
     tokens, answer; the instruction-first layout).  ``loss``: ``l1`` regresses the 4 coordinates,
     ``ce`` classifies each into 101 bins as the LLM's coordinate tokens do.  ``center_ln``
     normalises the image tokens as the demo preset does and starts the word embeddings small;
-    ``template`` puts that many fixed tokens before the words (word layouts only)."""
+    ``template`` puts that many fixed tokens before the words (word layouts only);
+    ``sequential`` writes the 4 coordinates at 4 positions, each after the ones before it (teacher
+    forced in training, greedy in :meth:`predict`), as the LLM writes ``<x1><y1><x2><y2>``."""
 
     def __init__(self, features: int, tokens: int = 16, width: int = 128, layers: int = 2, layout: str = "query",
-                 loss: str = "l1", center_ln: bool = False, template: int = 0) -> None:
+                 loss: str = "l1", center_ln: bool = False, template: int = 0, sequential: bool = False) -> None:
         super().__init__()
         if layout not in LAYOUTS or loss not in ("l1", "ce"):
             raise ValueError(f"layout must be one of {LAYOUTS} and loss l1 or ce, not {layout!r} / {loss!r}")
-        self.layout, self.loss, self.center_ln = layout, loss, center_ln
+        if sequential and (loss != "ce" or layout == "query"):
+            raise ValueError("sequential coordinates need loss ce and a word layout")
+        self.layout, self.loss, self.center_ln, self.sequential = layout, loss, center_ln, sequential
+        self.coord = nn.Embedding(101, width)  # the coordinates already written (sequential)
+        self.coord_pos = nn.Parameter(torch.randn(3, width) * 0.02)
         self.proj = nn.Linear(features, width)
         self.pos = nn.Parameter(torch.randn(tokens, width) * 0.02)
         self.word_pos = nn.Parameter(torch.randn(3, width) * 0.02)  # colour, kind, answer
@@ -164,24 +170,48 @@ class Readout(nn.Module):
         self.encoder = nn.TransformerEncoder(layer, layers, enable_nested_tensor=False)
         self.head = nn.Sequential(nn.LayerNorm(width), nn.Linear(width, 4 * 101 if loss == "ce" else 4))
 
-    def forward(self, feats: torch.Tensor, colour: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
-        """[B, 4] boxes in 0-1 (``l1``) or [B, 4, 101] coordinate logits (``ce``)."""
+    def forward(self, feats: torch.Tensor, colour: torch.Tensor, kind: torch.Tensor,
+                written: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, 4] boxes in 0-1 (``l1``) or [B, 4, 101] coordinate logits (``ce``); sequential: the
+        logits of coordinates 1 .. j+1 given the ``written`` bins [B, j] (default: none)."""
         img = self.proj(feats)
         if self.center_ln:
             img = nn.functional.layer_norm(img - img.mean(1, keepdim=True), img.shape[-1:])
         img = img + self.pos
         if self.layout == "query":
             h = self.encoder(torch.cat([(self.colour(colour) + self.kind(kind))[:, None], img], 1))[:, 0]
-        else:
-            words = [self.template.expand(len(colour), -1, -1),
-                     self.colour(colour)[:, None] + self.word_pos[0], self.kind(kind)[:, None] + self.word_pos[1]]
-            answer = (self.answer + self.word_pos[2]).expand(len(colour), 1, -1)
-            parts = [img, *words, answer] if self.layout == "image-words" else [*words, img, answer]
-            x = torch.cat(parts, 1)
-            mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1])
-            h = self.encoder(x, mask=mask, is_causal=True)[:, -1]
-        out = self.head(h)
+            out = self.head(h)
+            return out.view(-1, 4, 101) if self.loss == "ce" else torch.sigmoid(out)
+        words = [self.template.expand(len(colour), -1, -1),
+                 self.colour(colour)[:, None] + self.word_pos[0], self.kind(kind)[:, None] + self.word_pos[1]]
+        answer = (self.answer + self.word_pos[2]).expand(len(colour), 1, -1)
+        parts = [img, *words, answer] if self.layout == "image-words" else [*words, img, answer]
+        j = 0 if written is None else written.shape[1]
+        if j:
+            parts.append(self.coord(written) + self.coord_pos[:j])
+        x = torch.cat(parts, 1)
+        mask = nn.Transformer.generate_square_subsequent_mask(x.shape[1])
+        h = self.encoder(x, mask=mask, is_causal=True)
+        if self.sequential:
+            return self.head(h[:, -(1 + j):])[..., :101]  # one coordinate per answer position
+        out = self.head(h[:, -1])
         return out.view(-1, 4, 101) if self.loss == "ce" else torch.sigmoid(out)
+
+    def predict(self, feats: torch.Tensor, colour: torch.Tensor, kind: torch.Tensor) -> torch.Tensor:
+        """[B, 4] boxes in 0-1 (greedy coordinate by coordinate when sequential)."""
+        if not self.sequential:
+            return self.boxes(self(feats, colour, kind))
+        written = torch.zeros(len(colour), 0, dtype=torch.long)
+        for _ in range(4):
+            written = torch.cat([written, self(feats, colour, kind, written)[:, -1].argmax(-1, keepdim=True)], 1)
+        return written.float() / 100
+
+    def train_loss(self, feats: torch.Tensor, colour: torch.Tensor, kind: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+        if self.sequential:
+            bins = (target * 100).round().long().clamp(0, 100)
+            logits = self(feats, colour, kind, bins[:, :3])
+            return nn.functional.cross_entropy(logits.reshape(-1, 101), bins.reshape(-1))
+        return self.objective(self(feats, colour, kind), target)
 
     def boxes(self, out: torch.Tensor) -> torch.Tensor:
         return out.argmax(-1).float() / 100 if self.loss == "ce" else out
@@ -220,7 +250,7 @@ def run_readout(train_f, train_q, val_f, val_q, steps: int, batch: int = 128, ev
     curve = []
     for step in range(1, steps + 1):
         feats, colour, kind, target = tensors(train_q, train_f, torch.randint(len(train_q), (batch,), generator=gen).tolist())
-        loss = net.objective(net(feats, colour, kind), target)
+        loss = net.train_loss(feats, colour, kind, target)
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -228,7 +258,7 @@ def run_readout(train_f, train_q, val_f, val_q, steps: int, batch: int = 128, ev
             net.eval()
             with torch.no_grad():
                 feats, colour, kind, target = tensors(val_q, val_f, range(len(val_q)))
-                pred = net.boxes(net(feats, colour, kind))
+                pred = net.predict(feats, colour, kind)
             net.train()
             hits = sum(box_iou(p, t) >= 0.5 for p, t in zip(pred.tolist(), target.tolist()))
             row = {"step": step, "loss": float(loss.detach()), "acc50": hits / len(val_q),
@@ -258,6 +288,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     r.add_argument("--center-ln", action="store_true", help="the demo preset's image-token normalisation")
     r.add_argument("--layers", type=int, default=2)
     r.add_argument("--template", type=int, default=0, help="fixed tokens before the words (word layouts)")
+    r.add_argument("--sequential", action="store_true", help="write the 4 coordinates at 4 positions (needs --loss ce)")
     r.add_argument("--json", default=None, help="also write the curve here")
     for p in (m, r):
         p.add_argument("--data", default="runs/demo_synth", help="an `mgv2 synth` folder")
@@ -282,7 +313,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     val_f = token_features(args.features, val_s, data, args.overrides)
     print(f"features {tuple(train_f.shape)} in {time.time() - t0:.0f} s", flush=True)
     options = {"layout": args.layout, "loss": args.loss, "center_ln": args.center_ln, "layers": args.layers,
-               "template": args.template}
+               "template": args.template, "sequential": args.sequential}
     curve = run_readout(train_f, readout_queries(train_s), val_f, readout_queries(val_s), args.steps, **options)
     if args.json:
         from mgv2.io import atomic_write_text

@@ -76,6 +76,24 @@ def test_readout_layouts_and_losses(layout, loss):
 def test_readout_rejects_an_unknown_layout():
     with pytest.raises(ValueError, match="layout"):
         pb.Readout(4, layout="sideways")
+    with pytest.raises(ValueError, match="sequential"):
+        pb.Readout(4, layout="words-image", loss="l1", sequential=True)
+
+
+def test_sequential_readout_writes_one_coordinate_per_position():
+    torch.manual_seed(0)
+    net = pb.Readout(12, width=32, layout="words-image", loss="ce", sequential=True)
+    feats, colour, kind = torch.randn(3, 16, 12), torch.tensor([0, 1, 2]), torch.tensor([0, 1, 2])
+    target = torch.rand(3, 4)
+    assert net(feats, colour, kind).shape == (3, 1, 101)
+    assert net(feats, colour, kind, (target[:, :3] * 100).long()).shape == (3, 4, 101)
+    net.train_loss(feats, colour, kind, target).backward()
+    boxes = net.predict(feats, colour, kind)
+    assert boxes.shape == (3, 4) and ((0 <= boxes) & (boxes <= 1)).all()
+    # causal: the logits of the first coordinate do not depend on what is written after it
+    a = net(feats, colour, kind, torch.zeros(3, 2, dtype=torch.long))[:, 0]
+    b = net(feats, colour, kind, torch.full((3, 2), 50))[:, 0]
+    torch.testing.assert_close(a, b)
 
 
 def test_micro_trains_the_demo_llm_on_the_micro_task(small_world, tmp_path):
