@@ -39,20 +39,11 @@ for p in (ROOT, ROOT / "scripts"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
+from probe_image_tokens import read_scenes, token_views
 from probe_refer_words import queries
 
 from eval.metrics import box_iou
 from mgv2.synth.world import COLOR_NAMES, KINDS
-
-
-def read_scenes(data: Path, split: str, limit: int | None = None) -> list[dict]:
-    """The first ``limit`` scenes of the training pictures (``split="train"``) or of the held-out
-    ones (``"held_out"``: val, testA and testB pictures)."""
-    if split not in ("train", "held_out"):
-        raise ValueError(f"split must be 'train' or 'held_out', not {split!r}")
-    rows = [json.loads(line) for line in (data / "scenes.jsonl").read_text().splitlines()]
-    rows = [s for s in rows if (s["split"] == "train") == (split == "train")]
-    return rows[:limit] if limit else rows
 
 
 def colour_kind_targets(scene: dict) -> list[dict]:
@@ -106,25 +97,11 @@ def token_features(view: str, scenes: list[dict], data: Path, overrides: Sequenc
     torch.manual_seed(0)  # a frozen random ViT that a checkpoint lacks is rebuilt from seed 0
     pipe = Pipeline.from_config(load_yaml(ModelConfig, ROOT / "configs" / "model" / "demo.yaml", list(overrides)),
                                 device="cpu", verbose=False)
-    model = pipe.model.eval()
-    size, patch = pipe.cfg.vision.img_size, pipe.cfg.vision.patch_size
-    grid, merge = size // patch, pipe.cfg.merge_tokens
-    seen: list[torch.Tensor] = []
-    hook = model.llama_proj.register_forward_pre_hook(lambda _m, args: seen.append(args[0]))
+    key = {"merged": "vit_merged"}.get(view, view)
     out = []
-    try:
-        with torch.no_grad():
-            for i in range(0, len(scenes), 64):
-                px = torch.stack([pipe.processor(load_image(data / "images" / s["file_name"])) for s in scenes[i:i + 64]])
-                projected = model.embed_images(px)
-                merged = seen.pop()
-                if view == "pixels":
-                    out.append(px.reshape(len(px), 3, grid, patch, grid // merge, merge * patch)
-                               .permute(0, 2, 4, 1, 3, 5).reshape(len(px), grid * grid // merge, -1))
-                else:
-                    out.append({"merged": merged, "projected": projected}[view])
-    finally:
-        hook.remove()
+    for i in range(0, len(scenes), 64):
+        px = torch.stack([pipe.processor(load_image(data / "images" / s["file_name"])) for s in scenes[i:i + 64]])
+        out.append(token_views(pipe, px)[key])
     return torch.cat(out)
 
 
@@ -309,8 +286,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     t0 = time.time()
     train_s, val_s = read_scenes(data, "train", args.train_images), read_scenes(data, "held_out", args.val_images)
-    train_f = token_features(args.features, train_s, data, args.overrides)
-    val_f = token_features(args.features, val_s, data, args.overrides)
+    feats = token_features(args.features, train_s + val_s, data, args.overrides)  # one model, one pass
+    train_f, val_f = feats[:len(train_s)], feats[len(train_s):]
     print(f"features {tuple(train_f.shape)} in {time.time() - t0:.0f} s", flush=True)
     options = {"layout": args.layout, "loss": args.loss, "center_ln": args.center_ln, "layers": args.layers,
                "template": args.template, "sequential": args.sequential}

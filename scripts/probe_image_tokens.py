@@ -79,35 +79,52 @@ def linear_probe(x: np.ndarray, labels: list[str], steps: int = 300, seed: int =
     return acc, major
 
 
+def read_scenes(data: Path, split: str = "held_out", limit: int | None = None) -> list[dict]:
+    """The first ``limit`` scenes of ``data/scenes.jsonl``: the training pictures (``"train"``) or
+    the held-out ones (``"held_out"``: val, testA and testB pictures)."""
+    if split not in ("train", "held_out"):
+        raise ValueError(f"split must be 'train' or 'held_out', not {split!r}")
+    rows = [json.loads(line) for line in (data / "scenes.jsonl").read_text().splitlines()]
+    rows = [s for s in rows if (s["split"] == "train") == (split == "train")]
+    return rows[:limit] if limit else rows
+
+
+def token_views(pipe: Pipeline, pixels: torch.Tensor) -> dict[str, torch.Tensor]:
+    """Three views [N, tokens, features] of the image tokens of ``pixels`` [N, 3, S, S], from one ViT
+    pass: each token's strip of raw pixels, the merged ViT output after ``ln_vision`` (what the
+    projector receives) and the projected tokens (what the LLM receives)."""
+    model, cfg = pipe.model.eval(), pipe.cfg
+    size, patch, merge = cfg.vision.img_size, cfg.vision.patch_size, cfg.merge_tokens
+    grid = size // patch
+    seen: list[torch.Tensor] = []
+    hook = model.llama_proj.register_forward_pre_hook(lambda _mod, args: seen.append(args[0]))
+    try:
+        with torch.no_grad():
+            projected = model.embed_images(pixels)
+    finally:
+        hook.remove()
+    n = len(pixels)
+    strips = (pixels.reshape(n, 3, grid, patch, grid // merge, merge * patch).permute(0, 2, 4, 1, 3, 5)
+              .reshape(n, grid * grid // merge, -1))
+    return {"pixels": strips, "vit_merged": seen.pop(), "projected": projected}
+
+
 def probe(pipe: Pipeline, data: Path, n_images: int, steps: int = 300) -> dict[str, dict[str, list[float]]]:
     """``{view: {"colour"|"kind": [accuracy, majority]}}`` over the first held-out pictures."""
-    model = pipe.model.eval()
     cfg = pipe.cfg
     size, grid, merge = cfg.vision.img_size, cfg.vision.img_size // cfg.vision.patch_size, cfg.merge_tokens
-    scenes = [json.loads(line) for line in (data / "scenes.jsonl").read_text().splitlines()]
-    scenes = [s for s in scenes if s["split"] != "train"][:n_images]
+    scenes = read_scenes(data, "held_out", n_images)
     if not scenes:
         raise SystemExit(f"{data}/scenes.jsonl has no held-out pictures")
     views: dict[str, list[np.ndarray]] = {"pixels": [], "vit_merged": [], "projected": []}
     colour, kind = [], []
-    seen: list[torch.Tensor] = []  # the merged ViT tokens (after ln_vision), as the projector receives them
-    hook = model.llama_proj.register_forward_pre_hook(lambda _mod, args: seen.append(args[0][0]))
-    p = size // grid
-    try:
-        for s in scenes:
-            px = pipe.processor(load_image(data / "images" / s["file_name"]))[None]
-            with torch.no_grad():
-                projected = model.embed_images(px)[0]  # one ViT pass gives both views
-            merged = seen.pop()
-            strips = px[0].reshape(3, grid, p, grid // merge, merge * p).permute(1, 3, 0, 2, 4).reshape(grid * grid // merge, -1)
-            for t, obj in strip_labels(s, grid, merge, size):
-                colour.append(obj["color"])
-                kind.append(obj["kind"])
-                views["pixels"].append(strips[t].numpy())
-                views["vit_merged"].append(merged[t].numpy())
-                views["projected"].append(projected[t].numpy())
-    finally:
-        hook.remove()
+    for s in scenes:
+        got = token_views(pipe, pipe.processor(load_image(data / "images" / s["file_name"]))[None])
+        for t, obj in strip_labels(s, grid, merge, size):
+            colour.append(obj["color"])
+            kind.append(obj["kind"])
+            for view, rows in views.items():
+                rows.append(got[view][0, t].numpy())
     return {
         view: {name: list(linear_probe(np.array(x), lab, steps)) for name, lab in (("colour", colour), ("kind", kind))}
         for view, x in views.items()

@@ -29,8 +29,11 @@ from typing import Protocol
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-if str(ROOT) not in sys.path:
-    sys.path.insert(0, str(ROOT))
+for _p in (ROOT, ROOT / "scripts"):
+    if str(_p) not in sys.path:
+        sys.path.insert(0, str(_p))
+
+from probe_image_tokens import read_scenes
 
 from eval.metrics import box_iou
 from mgv2 import boxes
@@ -72,8 +75,7 @@ def _first_box(answer: str, scene: dict) -> tuple[float, float, float, float] | 
 
 def probe(model: Predictor, data: Path, n_images: int) -> dict:
     """Accuracy and chance per prompt kind, accuracy by object count, and the swap rate."""
-    scenes = [json.loads(line) for line in (data / "scenes.jsonl").read_text().splitlines()]
-    scenes = [s for s in scenes if s["split"] != "train"][:n_images]
+    scenes = read_scenes(data, "held_out", n_images)
     if not scenes:
         raise SystemExit(f"{data}/scenes.jsonl has no held-out pictures")
     tally: dict[str, list[float]] = {}  # kind -> [n, hits, chance sum]
