@@ -42,11 +42,19 @@ def stage_minutes(lines: list[dict]) -> list[float]:
     return [(t - t0) / 60.0 for t in times]
 
 
-def build_curves(stages: list[Path]):
+def stage0_minutes(path: str | Path | None) -> float:
+    """Minutes of the vision pretraining ("stage 0", scripts/pretrain_vision.py), from the JSON it
+    writes beside the weights; 0 when no stage 0 ran."""
+    if path is None or not Path(path).is_file():
+        return 0.0
+    return float(json.loads(Path(path).read_text())["minutes"])
+
+
+def build_curves(stages: list[Path], start: float = 0.0):
     """-> (loss points [(minute, loss, stage)], refer-step loss points [(minute, loss)],
-    {stage: [(step, absolute minute)]}, stage ends)."""
+    {stage: [(step, absolute minute)]}, stage ends).  ``start``: minutes spent before stage 1."""
     loss_pts, refer_pts, step_time, ends = [], [], {}, []
-    offset = 0.0
+    offset = start
     for i, folder in enumerate(stages, start=1):
         lines = read_log(folder)
         mins = stage_minutes(lines)
@@ -95,8 +103,11 @@ def plot(args) -> int:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    loss_pts, refer_pts, step_time, ends = build_curves([Path(s) for s in args.stages])
+    start = stage0_minutes(args.stage0)
+    loss_pts, refer_pts, step_time, ends = build_curves([Path(s) for s in args.stages], start)
     fig, ax = plt.subplots(figsize=(8, 4.5))
+    if start:
+        ax.axvspan(0, start, color="0.9", label="stage 0: vision pretraining")
     ax.plot([p[0] for p in loss_pts], [p[1] for p in loss_pts], color="tab:blue", lw=1,
             label="train loss (mean over log_every steps)")
     if refer_pts:
@@ -142,6 +153,7 @@ def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--stages", nargs="*", default=[], help="stage output folders, in training order")
     p.add_argument("--evals", default=None, help="refer evaluations jsonl")
+    p.add_argument("--stage0", default=None, help="vision0.json of scripts/pretrain_vision.py: its minutes come first")
     p.add_argument("--out", default="docs/demo_learning_curve.png")
     p.add_argument("--title", default="demo preset: loss and refer accuracy")
     p.add_argument("--record", default=None, help="append this `mgv2 eval refcoco --json` output to --evals")

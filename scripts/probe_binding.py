@@ -62,7 +62,8 @@ def micro_records(data: Path) -> list:
             for s in read_scenes(data, "train") for o in colour_kind_targets(s)]
 
 
-def micro_config(data: Path, out: str, steps: int, overrides: Sequence[str], train: dict, turns: int = 4):
+def micro_config(data: Path, out: str, steps: int, overrides: Sequence[str], train: dict, turns: int = 4,
+                 batch: int = 32):
     import yaml
 
     from mgv2.config import TrainConfig, from_dict
@@ -71,7 +72,7 @@ def micro_config(data: Path, out: str, steps: int, overrides: Sequence[str], tra
     d.update(output_dir=out, steps=steps, save_every=500, data_root=str(data), progress=False,
              model=str(ROOT / "configs" / "model" / "demo.yaml"), model_overrides=["checkpoint=null", *overrides])
     d["datasets"] = [{"name": "colour_kind", "source": "refcoco", "task": "refer", "path": ".", "ratio": 1,
-                      "batch_size": 32, "turns_per_image": turns}]
+                      "batch_size": batch, "turns_per_image": turns}]
     d.update(train)
     return from_dict(TrainConfig, d)
 
@@ -253,6 +254,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     m.add_argument("--out", required=True)
     m.add_argument("--steps", type=int, default=1500)
     m.add_argument("--turns", type=int, default=4, help="records of one picture per sample (turns_per_image)")
+    m.add_argument("--batch", type=int, default=32, help="samples per step (the readout uses 128 queries per step)")
     m.add_argument("--train", action="append", default=[], metavar="KEY=YAML",
                    help="train-config key, e.g. 'trainable=[projector, vision, ln_vision, llm]'")
     r = sub.add_parser("readout", help="a small dedicated model on frozen image features")
@@ -280,7 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         records = micro_records(data)
         train = {k: yaml.safe_load(v) for k, v in (t.split("=", 1) for t in args.train)}
-        cfg = micro_config(data, args.out, args.steps, args.overrides, train, args.turns)
+        cfg = micro_config(data, args.out, args.steps, args.overrides, train, args.turns, args.batch)
         print(f"{len(records)} colour-kind records", flush=True)
         run_stage(cfg, records={"colour_kind": records}, verbose=True)
         return 0

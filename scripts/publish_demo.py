@@ -27,7 +27,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.plot_learning_curve import read_log, stage_minutes
+from bench.plot_learning_curve import read_log, stage0_minutes, stage_minutes
 from mgv2.cli import main as cli_main
 from mgv2.io import atomic_dir, atomic_write_text
 
@@ -37,12 +37,14 @@ HELDOUT_N = 200
 MODEL_CONFIG = "configs/model/demo.yaml"
 
 
-def benchmarks(data: Path, limit: int | None) -> dict[str, list[str]]:
-    """name -> ``mgv2 eval`` arguments (without model / output / limit)."""
+def benchmarks(data: Path, limit: int | None, refer_limit: int | None = None) -> dict[str, list[str]]:
+    """name -> ``mgv2 eval`` arguments (without model / output); ``refer_limit`` None = every
+    refer expression."""
     img = ["--images", str(data / "images")]
     lim = ["--limit", str(limit)] if limit else []
+    refer_lim = ["--limit", str(refer_limit)] if refer_limit else []
     return {
-        "refer": ["refcoco", "--split", "all", "--data", str(data / "refcoco_eval"), *img],
+        "refer": ["refcoco", "--split", "all", "--data", str(data / "refcoco_eval"), *img, *refer_lim],
         "identify": ["identify", "--split", "all", "--data", str(data / "refcoco_eval"), *img, *lim],
         "detection": ["detection", "--data", str(data / "coco_det" / "instances_val.json"), *img, *lim],
         "grounding": ["grounding", "--data", str(data / "flickr30k"), *img, *lim, "--max-new-tokens", "160"],
@@ -72,10 +74,11 @@ def cut_heldout(data: Path, n: int, dest: Path) -> Path:
     return dest
 
 
-def training_minutes(stage_dirs: list[Path]) -> float:
+def training_minutes(stage_dirs: list[Path], stage0: Path | None = None) -> float:
     """Wall-clock training minutes from the stages' log.jsonl, as the learning-curve plot counts
-    them (bench/plot_learning_curve.py: each stage from its first step, laid end to end)."""
-    return sum(stage_minutes(read_log(d))[-1] for d in stage_dirs)
+    them (bench/plot_learning_curve.py: each stage from its first step, laid end to end), after
+    the vision pretraining's (``stage0``: the vision0.json of scripts/pretrain_vision.py)."""
+    return stage0_minutes(stage0) + sum(stage_minutes(read_log(d))[-1] for d in stage_dirs)
 
 
 def headline(name: str, m: dict) -> str:
@@ -99,15 +102,18 @@ def main() -> int:
     ap.add_argument("--checkpoint", default="runs/demo/stage3/final")
     ap.add_argument("--data", default="runs/demo_synth")
     ap.add_argument("--stages", nargs="*", default=["runs/demo/stage1", "runs/demo/stage2", "runs/demo/stage3"])
+    ap.add_argument("--stage0", default="runs/demo/vision0.json", help="the vision pretraining's record (if any)")
     ap.add_argument("--out", default="runs/demo/publish")
     ap.add_argument("--limit", type=int, default=500, help="items per split for the non-refer benchmarks")
+    ap.add_argument("--refer-limit", type=int, default=None,
+                    help="refer expressions per split (default: all 46754, about 2 min on 2 CPU cores)")
     ap.add_argument("--only", nargs="*", default=None, help="only these benchmarks")
     ap.add_argument("--ship", action="store_true", help="copy the checkpoint + scores into mgv2/assets/demo_model")
     args = ap.parse_args()
     data, ckpt, out = Path(args.data), Path(args.checkpoint), Path(args.out)
     model = ["--model", MODEL_CONFIG, "--checkpoint", str(ckpt)]
     results: dict[str, dict] = {}
-    for name, bench_args in benchmarks(data, args.limit).items():
+    for name, bench_args in benchmarks(data, args.limit, args.refer_limit).items():
         if args.only and name not in args.only:
             continue
         cmd = [*bench_args, *model, "--out", str(out / name)]
@@ -126,7 +132,8 @@ def main() -> int:
     print(f"  held-out sample ({HELDOUT_N} val expressions, {rel}): Acc@0.5 {100 * acc:.1f}")
     scores = {
         "model": MODEL_CONFIG,
-        "training_minutes": round(training_minutes([Path(s) for s in args.stages]), 1),
+        "training_minutes": round(training_minutes([Path(s) for s in args.stages], Path(args.stage0)), 1),
+        "stage0_minutes": round(stage0_minutes(args.stage0), 1),
         "data": f"mgv2 synth --out {data} --images N (seed 0); held-out splits only",
         "benchmarks": results,
         "heldout_sample": {"path": str(rel), "n": HELDOUT_N, "acc50": acc,

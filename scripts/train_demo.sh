@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
-# The bundled demo model, in one command (issue #6): synthetic world -> three training stages ->
-# refer evaluation on the held-out val/testA/testB analogues -> learning-curve plot.
+# The bundled demo model, in one command (issue #6): synthetic world -> stage 0 (the ViT learns the
+# world's per-patch kinds and colours, scripts/pretrain_vision.py) -> three training stages -> refer evaluation on the held-out
+# val/testA/testB analogues -> learning-curve plot.
 #
 #   scripts/train_demo.sh                      # everything under runs/ (at most 60 min on 2 CPU cores)
 #   EVAL_LIMIT=0 scripts/train_demo.sh         # evaluate every expression (slower)
 #   STAGES="1" scripts/train_demo.sh           # stage 1 only (the refer-heavy curriculum stage)
 #
-# Only the project's own commands: `mgv2 synth`, `mgv2 train --config configs/train/demo_stageN.yaml`,
-# `mgv2 eval refcoco`.  Outputs: runs/demo_synth (data), runs/demo/stage{1,2,3} (checkpoints,
+# Only the project's own commands: `mgv2 synth`, scripts/pretrain_vision.py,
+# `mgv2 train --config configs/train/demo_stageN.yaml`, `mgv2 eval refcoco`.  Outputs: runs/demo_synth
+# (data), runs/demo/vision0.pth (stage 0), runs/demo/stage{1,2,3} (checkpoints,
 # log.jsonl), runs/demo/eval_stage{N} (metrics), runs/demo/refer_curve.jsonl and
 # docs/demo_learning_curve.png.  See docs/demo_model.md.
 set -euo pipefail
@@ -32,6 +34,12 @@ have=$(wc -l < "$DATA/scenes.jsonl")
 if [ "$have" != "$IMAGES" ]; then
   echo "error: $DATA holds a world of $have pictures, this recipe wants $IMAGES; move it away or set DATA=... / IMAGES=$have" >&2
   exit 2
+fi
+
+# stage 0: the frozen ViT of every later stage (demo_stage1.yaml loads runs/demo/vision0.pth);
+# it runs alone, so it takes both cores
+if [[ " $STAGES " == *" 1 "* ]] && [ ! -f runs/demo/vision0.pth ]; then
+  OMP_NUM_THREADS=2 $PY scripts/pretrain_vision.py --data "$DATA" --out runs/demo/vision0.pth --steps 2000
 fi
 
 limit_args=()
@@ -69,5 +77,5 @@ done
 stage_dirs=()
 for s in $STAGES; do stage_dirs+=(runs/demo/stage$s); done
 $PY bench/plot_learning_curve.py --stages "${stage_dirs[@]}" --evals runs/demo/refer_curve.jsonl \
-    --out docs/demo_learning_curve.png
+    --stage0 runs/demo/vision0.json --out docs/demo_learning_curve.png
 echo "demo model: runs/demo/stage${STAGES##* }/final; $(( ($(date +%s) - start) / 60 )) min in all"

@@ -35,7 +35,7 @@ def test_the_default_model_is_the_shipped_demo_model():
     # the config beside the weights is the preset's, apart from where the weights are
     shipped = yaml.safe_load((SHIP / "config.yaml").read_text())
     preset = yaml.safe_load(config_file(DEFAULT_MODEL).read_text())
-    for key in ("vision", "llm", "merge_tokens", "image_embed_norm", "image_embed_scale"):
+    for key in ("vision", "llm", "merge_tokens", "image_embed_norm", "image_embed_scale", "prompt_layout"):
         assert shipped[key] == preset[key], key
     with safe_open(str(SHIP / "model.safetensors"), "pt") as f:
         keys = set(f.keys())

@@ -23,6 +23,13 @@ def test_demo_configs_load():
         assert t.stage == s and t.name == "demo"
         m = t.model_config()
         assert "llm" in m.trainable and not m.lora.enabled
+        assert m.prompt_layout == "instruction_first"  # the expression before the image (docs/demo_model.md)
+        refer = [d for d in t.datasets if d.task == "refer"]
+        assert refer and all(d.turns_per_image == 1 for d in refer)  # every refer prompt in that layout
+    # stage 1 freezes the ViT that stage 0 (scripts/train_demo.sh) writes to runs/demo/vision0.pth
+    first = load_yaml(TrainConfig, ROOT / "configs/train/demo_stage1.yaml").model_config()
+    assert first.path(first.vision.checkpoint).resolve() == (ROOT / "runs/demo/vision0.pth").resolve()
+    assert "vision" not in first.trainable
 
 
 def test_sincos_pos_embed_init():
@@ -52,7 +59,7 @@ def test_coordinate_token_init_is_ordered():
 
 
 def test_center_ln_image_embeds():
-    """center_ln: each image's tokens have zero mean over tokens and unit per-token scale."""
+    """center_ln: each image's tokens have zero mean over tokens and per-token scale image_embed_scale."""
     from mgv2.model import build_model
 
     cfg = load_yaml(ModelConfig, ROOT / "configs/model/demo.yaml",
@@ -63,7 +70,7 @@ def test_center_ln_image_embeds():
         emb = model.embed_images(torch.randn(2, 3, cfg.vision.img_size, cfg.vision.img_size))
     assert emb.shape == (2, cfg.num_image_tokens, 32)
     assert float(emb.mean(dim=-1).abs().max()) < 1e-4
-    assert torch.allclose(emb.std(dim=-1, unbiased=False), torch.ones(2, cfg.num_image_tokens), atol=1e-3)
+    assert torch.allclose(emb.std(dim=-1, unbiased=False), torch.full((2, cfg.num_image_tokens), cfg.image_embed_scale), atol=1e-3)
     model.image_embed_norm = "none"
     with torch.no_grad():
         raw = model.embed_images(torch.randn(1, 3, cfg.vision.img_size, cfg.vision.img_size))
