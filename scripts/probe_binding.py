@@ -8,7 +8,8 @@ kind" micro task: refer expressions like "green star", each naming exactly one o
     .venv/bin/python scripts/probe_binding.py readout --features merged --steps 3000 [--set KEY=VALUE ...]
 
 ``micro`` trains ``configs/train/demo_stage1.yaml`` with its datasets replaced by one refer
-dataset of these records (4 turns per sample); score its checkpoints with
+dataset of these records (``--turns`` per sample, ``--batch`` samples per step; the sixth
+session's MPT1B, ``--turns 1 --batch 128``, is the run that binds); score its checkpoints with
 ``scripts/probe_refer_words.py``.  ``readout`` fits a 2-layer, 128-wide transformer over the 16
 image tokens plus one query token (colour embedding + kind embedding) that regresses the box
 (L1 on 0-1 coordinates), and prints held-out Acc@0.5 beside the random-object rate.  Features:

@@ -21,9 +21,10 @@ def test_micro_records_name_exactly_one_object(small_world):
         objs = scenes[r.image.rsplit("/", 1)[-1]]["objects"]
         named = [o for o in objs if f"{o['color']} {o['kind']}" == r.expression]
         assert len(named) == 1 and tuple(named[0]["visible_box"]) == r.box_xyxy
-    cfg = pb.micro_config(small_world, "out", 7, ["merge_tokens=4"], {"seed": 3}, turns=2)
+    cfg = pb.micro_config(small_world, "out", 7, ["merge_tokens=4"], {"seed": 3}, turns=2, batch=16)
     assert cfg.steps == 7 and cfg.seed == 3 and [d.name for d in cfg.datasets] == ["colour_kind"]
-    assert cfg.datasets[0].turns_per_image == 2 and "checkpoint=null" in cfg.model_overrides
+    assert cfg.datasets[0].turns_per_image == 2 and cfg.datasets[0].batch_size == 16
+    assert "checkpoint=null" in cfg.model_overrides
 
 
 @pytest.mark.parametrize("view,width", [("oracle", 4 * (1 + len(pb.KINDS) + 1 + len(pb.COLOR_NAMES))),
