@@ -188,8 +188,10 @@ def _ask_detection_red_balloon(page, shot_name: str) -> tuple[np.ndarray, np.nda
     page.get_by_role("button", name="Send").click()
     shown = page.locator(".st-key-answer_image img")
     shown.wait_for()
-    page.get_by_test_id("stChatMessage").first.wait_for()
-    assert "[detection] red balloon" in page.get_by_test_id("stChatMessage").first.inner_text()
+    # the message element can be attached before its text renders (then it reads only its avatar's
+    # icon name, "face"): wait for the text instead of reading it once
+    sync_api.expect(page.get_by_test_id("stChatMessage").first).to_contain_text(
+        "[detection] red balloon", timeout=UI_TIMEOUT_MS)
     page.wait_for_function("e => e.complete && e.naturalWidth > 0", arg=shown.element_handle())
     shot = Image.open(io.BytesIO(shown.screenshot(path=str(_artifacts() / shot_name)))).convert("RGB")
     scene = np.asarray(SAMPLE.image).astype(int)
@@ -231,7 +233,7 @@ def test_detection_red_balloon_box_is_drawn_around_the_red_balloon(page):
     assert not changed[cy - 2:cy + 3, cx - 2:cx + 3].any(), "the box must be an outline, the object still visible"
     # the phrase in the answer text has the colour of its box
     phrase = page.locator(".mgv2-answer .mgv2-phrase").first
-    assert phrase.inner_text() == "red balloon"
+    sync_api.expect(phrase).to_have_text("red balloon", timeout=UI_TIMEOUT_MS)
     css = phrase.evaluate("e => getComputedStyle(e).color")
     assert css == "rgb({}, {}, {})".format(*color)
     page.screenshot(path=str(_artifacts() / "app_e2e_detection_page.png"), full_page=True)
@@ -251,7 +253,9 @@ def test_bundled_model_boxes_the_red_balloon_in_the_browser(model_page):
     sync_api.expect(page.get_by_role("slider", name="Temperature")).to_be_disabled()
     pixels, changed = _ask_detection_red_balloon(page, "app_e2e_model_detection_answer.png")
     page.get_by_text("Raw model text").first.click()
-    raw = page.locator(".mgv2-raw, [data-testid='stCode']").first.inner_text().strip()
+    raw_box = page.locator(".mgv2-raw, [data-testid='stCode']").first
+    sync_api.expect(raw_box).not_to_be_empty(timeout=UI_TIMEOUT_MS)
+    raw = raw_box.inner_text().strip()
     parsed = B.parse(raw)
     pairs = [(g.phrase, B.to_pixels(b, W, H)) for g in parsed.groups for b in g.boxes]
     assert pairs, f"the model's answer holds no box: {raw!r}"
