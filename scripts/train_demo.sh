@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# The bundled demo model, in one command (issue #6): synthetic world -> stage 0 (the ViT learns the
-# world's per-patch kinds and colours, scripts/pretrain_vision.py) -> three training stages -> refer evaluation on the held-out
-# val/testA/testB analogues -> learning-curve plot.
+# The bundled demo model, in one command (issue #6): synthetic world -> stage 0 (the ViT learns
+# the world's per-patch kinds and colours, scripts/pretrain_vision.py) -> three training stages ->
+# refer evaluation on the held-out val/testA/testB analogues -> learning-curve plot.
 #
 #   scripts/train_demo.sh                      # everything under runs/ (at most 60 min on 2 CPU cores)
 #   EVAL_LIMIT=0 scripts/train_demo.sh         # evaluate every expression (slower)
@@ -36,10 +36,11 @@ if [ "$have" != "$IMAGES" ]; then
   exit 2
 fi
 
-# stage 0: the frozen ViT of every later stage (demo_stage1.yaml loads runs/demo/vision0.pth);
-# it runs alone, so it takes both cores
-if [[ " $STAGES " == *" 1 "* ]] && [ ! -f runs/demo/vision0.pth ]; then
-  OMP_NUM_THREADS=2 $PY scripts/pretrain_vision.py --data "$DATA" --out runs/demo/vision0.pth --steps 2000
+# stage 0: the frozen ViT of every later stage (demo_stage1.yaml's model_overrides load this path;
+# tests/test_demo_preset.py checks that they agree); it runs alone, so it takes both cores
+VISION0=runs/demo/vision0.pth
+if [[ " $STAGES " == *" 1 "* ]] && [ ! -f "$VISION0" ]; then
+  OMP_NUM_THREADS=2 $PY scripts/pretrain_vision.py --data "$DATA" --out "$VISION0" --steps 2000
 fi
 
 limit_args=()
@@ -77,5 +78,5 @@ done
 stage_dirs=()
 for s in $STAGES; do stage_dirs+=(runs/demo/stage$s); done
 $PY bench/plot_learning_curve.py --stages "${stage_dirs[@]}" --evals runs/demo/refer_curve.jsonl \
-    --stage0 runs/demo/vision0.json --out docs/demo_learning_curve.png
+    --stage0 "${VISION0%.pth}.json" --out docs/demo_learning_curve.png
 echo "demo model: runs/demo/stage${STAGES##* }/final; $(( ($(date +%s) - start) / 60 )) min in all"
