@@ -10,6 +10,9 @@ official MiniGPT-v2 code does it, in the same run, on the same model, samples an
   over logits of every position), to show what the answer-only head saves;
 * ``mgv2 + encode in step``: the same, but encoding and collating run on the training thread
   (what it costs without workers);
+* ``mgv2, bf16 autocast``: the mgv2 step under ``torch.autocast("cpu", dtype=torch.bfloat16)``
+  (``precision: bf16`` in a train config; fp32 master weights and optimizer state); on a CPU with
+  AVX512-BF16 / AMX the matmuls run in bf16;
 * ``original-style``: strings go into ``forward``, which wraps the prompt sample by sample
   around the image embeddings (``prompt_wrap``), tokenises the answers, concatenates input and
   output embeddings sample by sample (``concat_emb_input_output``) and builds the targets.
@@ -168,7 +171,9 @@ def main() -> None:
                 if kind == "full_logits":
                     loss = model(batch).loss
                 else:
-                    loss_sum, n = model.answer_loss(batch)
+                    # precision: bf16 in a train config: the trainer's autocast, on the CPU too
+                    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=kind == "bf16"):
+                        loss_sum, n = model.answer_loss(batch)
                     loss = loss_sum / n
             loss.backward()
             opt.step()
@@ -185,7 +190,8 @@ def main() -> None:
         first_orig, tokens_orig = OriginalStyle(pipe.model, pipe.tokenizer)(pixels, instructions, answers)
 
     variants = {"original-style (strings in forward)": "original", "mgv2 (batch from workers)": "mgv2",
-                "mgv2, LM head on every position": "full_logits", "mgv2 + encode in step": "encode"}
+                "mgv2, LM head on every position": "full_logits", "mgv2 + encode in step": "encode",
+                "mgv2, bf16 autocast": "bf16"}
     steps = {name: make_runner(kind) for name, kind in variants.items()}
     times: dict[str, list[float]] = {name: [] for name in variants}
     for step in steps.values():

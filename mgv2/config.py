@@ -507,7 +507,7 @@ class TrainConfig:
     keep_checkpoints: int = 2  # step checkpoints kept besides final/
     log_every: int = 10
     clip_grad: float | None = None  # max global grad norm; null = no clipping
-    precision: Precision = "fp32"  # autocast dtype on GPU (fp16 adds a GradScaler); CPU runs fp32
+    precision: Precision = "fp32"  # autocast dtype: fp16 (with a GradScaler) on GPU only; bf16 on GPU and CPU (fp32 master weights)
     seed: int = 42
     num_workers: int = 2  # DataLoader workers (tokenisation, images) per process
     gradient_checkpointing: bool = False  # LLM and vision encoder
