@@ -25,6 +25,8 @@ EVAL_LIMIT=${EVAL_LIMIT:-300}          # expressions per split for the curve poi
 NPROC=${NPROC:-2}
 export OMP_NUM_THREADS=${OMP_NUM_THREADS:-$(( NPROC > 1 ? 1 : 2 ))}
 export TOKENIZERS_PARALLELISM=false
+# evaluation and stage 0 run alone, so they take every core (`nproc --all`: plain nproc obeys OMP_NUM_THREADS)
+SOLO_THREADS=${SOLO_THREADS:-$(nproc --all)}
 
 start=$(date +%s)
 if [ ! -f "$DATA/sources.json" ]; then
@@ -40,7 +42,7 @@ fi
 # tests/test_demo_preset.py checks that they agree); it runs alone, so it takes both cores
 VISION0=runs/demo/vision0.pth
 if [[ " $STAGES " == *" 1 "* ]] && [ ! -f "$VISION0" ]; then
-  OMP_NUM_THREADS=2 $PY scripts/pretrain_vision.py --data "$DATA" --out "$VISION0" --steps 2000
+  OMP_NUM_THREADS=$SOLO_THREADS $PY scripts/pretrain_vision.py --data "$DATA" --out "$VISION0" --steps 2000
 fi
 
 limit_args=()
@@ -61,14 +63,14 @@ for s in $STAGES; do
     [ "$step" = "$steps" ] && continue
     res=runs/demo/eval_stage${s}_step$step
     [ -f "$res.json" ] && continue
-    $PY -m mgv2.cli eval refcoco --split val --data "$DATA/refcoco_eval" --images "$DATA/images" \
+    OMP_NUM_THREADS=$SOLO_THREADS $PY -m mgv2.cli eval refcoco --split val --data "$DATA/refcoco_eval" --images "$DATA/images" \
         --model configs/model/demo.yaml --checkpoint "$ck" --out "$res" \
         --workers 0 --no-progress "${limit_args[@]}" --json > "$res.json"
     $PY bench/plot_learning_curve.py --record "$res.json" --evals runs/demo/refer_curve.jsonl --stage "$s" --step "$step"
   done
   res=runs/demo/eval_stage$s
   if [ ! -f "$res.json" ]; then
-    $PY -m mgv2.cli eval refcoco --split all --data "$DATA/refcoco_eval" --images "$DATA/images" \
+    OMP_NUM_THREADS=$SOLO_THREADS $PY -m mgv2.cli eval refcoco --split all --data "$DATA/refcoco_eval" --images "$DATA/images" \
         --model configs/model/demo.yaml --checkpoint "$out/final" --out "$res" \
         --workers 0 --no-progress "${limit_args[@]}" --json > "$res.json"
     $PY bench/plot_learning_curve.py --record "$res.json" --evals runs/demo/refer_curve.jsonl --stage "$s" --step "$steps"
