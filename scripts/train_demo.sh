@@ -39,7 +39,7 @@ if [ "$have" != "$IMAGES" ]; then
 fi
 
 # stage 0: the frozen ViT of every later stage (demo_stage1.yaml's model_overrides load this path;
-# tests/test_demo_preset.py checks that they agree); it runs alone, so it takes both cores
+# tests/test_demo_preset.py checks that they agree)
 VISION0=runs/demo/vision0.pth
 if [[ " $STAGES " == *" 1 "* ]] && [ ! -f "$VISION0" ]; then
   OMP_NUM_THREADS=$SOLO_THREADS $PY scripts/pretrain_vision.py --data "$DATA" --out "$VISION0" --steps 2000
@@ -47,6 +47,12 @@ fi
 
 limit_args=()
 if [ "$EVAL_LIMIT" != "0" ]; then limit_args=(--limit "$EVAL_LIMIT"); fi
+# eval_refer SPLIT CHECKPOINT RESULT: refer Acc@0.5 of CHECKPOINT into RESULT/ and RESULT.json
+eval_refer() {
+  OMP_NUM_THREADS=$SOLO_THREADS $PY -m mgv2.cli eval refcoco --split "$1" --data "$DATA/refcoco_eval" --images "$DATA/images" \
+      --model configs/model/demo.yaml --checkpoint "$2" --out "$3" \
+      --workers 0 --no-progress "${limit_args[@]}" --json > "$3.json"
+}
 
 for s in $STAGES; do
   out=runs/demo/stage$s
@@ -63,16 +69,12 @@ for s in $STAGES; do
     [ "$step" = "$steps" ] && continue
     res=runs/demo/eval_stage${s}_step$step
     [ -f "$res.json" ] && continue
-    OMP_NUM_THREADS=$SOLO_THREADS $PY -m mgv2.cli eval refcoco --split val --data "$DATA/refcoco_eval" --images "$DATA/images" \
-        --model configs/model/demo.yaml --checkpoint "$ck" --out "$res" \
-        --workers 0 --no-progress "${limit_args[@]}" --json > "$res.json"
+    eval_refer val "$ck" "$res"
     $PY bench/plot_learning_curve.py --record "$res.json" --evals runs/demo/refer_curve.jsonl --stage "$s" --step "$step"
   done
   res=runs/demo/eval_stage$s
   if [ ! -f "$res.json" ]; then
-    OMP_NUM_THREADS=$SOLO_THREADS $PY -m mgv2.cli eval refcoco --split all --data "$DATA/refcoco_eval" --images "$DATA/images" \
-        --model configs/model/demo.yaml --checkpoint "$out/final" --out "$res" \
-        --workers 0 --no-progress "${limit_args[@]}" --json > "$res.json"
+    eval_refer all "$out/final" "$res"
     $PY bench/plot_learning_curve.py --record "$res.json" --evals runs/demo/refer_curve.jsonl --stage "$s" --step "$steps"
   fi
 done

@@ -187,7 +187,7 @@ def test_bf16_autocast_keeps_fp32_master_weights(tmp_path):
 
 
 def test_bf16_autocast_on_cpu_follows_the_fp32_losses(tmp_path):
-    """The demo stages train with precision bf16 on the CPU (1.43x the steps/min): the losses
+    """The demo stages train with precision bf16 on the CPU (1.33x the stage-1 steps/min): the losses
     follow fp32's to bf16 rounding, and differ from them (autocast did run)."""
     over = {"steps": 4, "save_every": 100, "trainable": ["projector", "llm"], "lora": {"enabled": False}}
     fp32 = Trainer(make_cfg(tmp_path / "a", **over), records=tiny_world(), verbose=False).train().losses
