@@ -13,6 +13,10 @@ official MiniGPT-v2 code does it, in the same run, on the same model, samples an
 * ``mgv2, bf16 autocast``: the mgv2 step under ``torch.autocast("cpu", dtype=torch.bfloat16)``
   (``precision: bf16`` in a train config; fp32 master weights and optimizer state); on a CPU with
   AVX512-BF16 / AMX the matmuls run in bf16;
+* ``mgv2, bf16 + vision cache``: the bf16 step of a stage with ``vision_cache: true`` (frozen
+  ViT): the batch carries no pixels, the step starts from the pictures' ViT tokens computed once
+  (``embed_vision_features``); the pictures' decode and resize, also gone in such a stage, are not
+  in any variant here (their batch is prebuilt);
 * ``original-style``: strings go into ``forward``, which wraps the prompt sample by sample
   around the image embeddings (``prompt_wrap``), tokenises the answers, concatenates input and
   output embeddings sample by sample (``concat_emb_input_output``) and builds the targets.
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import dataclasses
 import json
 import random
 import statistics
@@ -156,6 +161,9 @@ def main() -> None:
 
     prebuilt = encode()
     tokens_mgv2 = int(prebuilt.attention_mask.sum())
+    no_pixels = dataclasses.replace(prebuilt, pixel_values=None)
+    with torch.no_grad(), torch.autocast("cpu", dtype=torch.bfloat16):
+        vit_tokens = pipe.model.vision_features(pixels)  # what the stage's vision cache holds
 
     def make_runner(kind: str):
         model = copy.deepcopy(pipe.model).train()
@@ -170,6 +178,10 @@ def main() -> None:
                 batch = encode() if kind == "encode" else prebuilt
                 if kind == "full_logits":
                     loss = model(batch).loss
+                elif kind == "bf16_cache":
+                    with torch.autocast("cpu", dtype=torch.bfloat16):
+                        loss_sum, n = model.answer_loss(no_pixels, model.embed_vision_features(vit_tokens))
+                    loss = loss_sum / n
                 else:
                     # precision: bf16 in a train config: the trainer's autocast, on the CPU too
                     with torch.autocast("cpu", dtype=torch.bfloat16, enabled=kind == "bf16"):
@@ -191,7 +203,7 @@ def main() -> None:
 
     variants = {"original-style (strings in forward)": "original", "mgv2 (batch from workers)": "mgv2",
                 "mgv2, LM head on every position": "full_logits", "mgv2 + encode in step": "encode",
-                "mgv2, bf16 autocast": "bf16"}
+                "mgv2, bf16 autocast": "bf16", "mgv2, bf16 + vision cache": "bf16_cache"}
     steps = {name: make_runner(kind) for name, kind in variants.items()}
     times: dict[str, list[float]] = {name: [] for name in variants}
     for step in steps.values():
@@ -215,6 +227,8 @@ def main() -> None:
         sps, tps = args.batch / t, tokens_mgv2 / t
         print(f"{name:<38} {t * 1000:8.1f} {sps:10.1f} {tps:10.0f} {base / t:11.2f}x")
         out[name] = {"seconds_per_step": t, "samples_per_s": sps, "tokens_per_s": tps, "speedup": base / t}
+    ratio = results["mgv2, bf16 autocast"] / results["mgv2, bf16 + vision cache"]
+    print(f"vision cache vs bf16 autocast: {ratio:.2f}x")
     if args.json:
         Path(args.json).write_text(json.dumps(out, indent=2))
 

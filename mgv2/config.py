@@ -513,6 +513,10 @@ class TrainConfig:
     gradient_checkpointing: bool = False  # LLM and vision encoder
     distributed: DistributedMode = "ddp"  # fsdp shards the model for ones that do not fit one GPU
     progress: bool = True  # tqdm bar on rank 0
+    # Frozen ViT only: encode every picture of the stage once before step 1 and train from those
+    # tokens (no image decode / resize / ViT pass per step; same losses).  Memory: pictures x
+    # (1 + patches) x ViT width per process (mgv2/vision_cache.py).  DDP or one process.
+    vision_cache: bool = False
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     trainable: list[str] | None = None  # null = the model config's
@@ -539,6 +543,9 @@ class TrainConfig:
                 raise ConfigError(f"trainable: unknown part(s) {unknown}; choose from {list(TRAINABLE_PARTS)}")
         if self.vision_trainable_blocks is not None and self.vision_trainable_blocks < 0:
             raise ConfigError("vision_trainable_blocks must be >= 0")
+        if self.vision_cache and self.distributed == "fsdp":
+            raise ConfigError("vision_cache: true runs with distributed: ddp (or one process), not fsdp; "
+                              "set vision_cache: false for a sharded model")
 
     # -- resolved paths ------------------------------------------------------------------------
     def path(self, value: str | None) -> Path | None:

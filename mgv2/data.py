@@ -5,7 +5,8 @@ model only ever receives a :class:`mgv2.prompt.Batch` of ids, masks and pixels.
 
 * :class:`TaskDataset`: one source's records and the task that turns each into a sample;
   ``build(index, seed)`` draws the task's random choices from ``seed``, tokenises the sample and
-  loads and preprocesses its image;
+  loads and preprocesses its image (or, given the :class:`mgv2.vision_cache.PictureRows` of a stage's
+  frozen-ViT cache, the picture's row in it);
 * :class:`MixtureDataset`: the datasets of a stage, indexed by ``(iteration, SampleKey)``;
 * :class:`MixtureBatchSampler`: runs a :class:`mgv2.mixture.Mixture` and yields this process's
   slice of each iteration's global batch, remembering the mixture state after every iteration
@@ -30,6 +31,7 @@ from mgv2.errors import MGV2Error
 from mgv2.image import ImageProcessor, load_image
 from mgv2.mixture import Mixture, MixtureError, SampleKey, rank_slice
 from mgv2.prompt import IGNORE_INDEX, Batch, Encoded, PromptEncoder
+from mgv2.vision_cache import PictureRows
 
 
 class DataBuildError(MGV2Error):
@@ -44,6 +46,7 @@ class TrainItem:
     pixels: torch.Tensor | None
     dataset: int
     iteration: int = -1
+    image_row: int | None = None  # with a vision cache: the picture's row instead of pixels
 
 
 @dataclass
@@ -56,6 +59,7 @@ class TrainBatch:
     num_samples: int
     num_tokens: int  # non-padding tokens
     num_answer_tokens: int  # tokens with a loss
+    image_rows: torch.Tensor | None = None  # [N] long: vision-cache rows of the batch's pictures
 
 
 class TaskDataset(Dataset):
@@ -75,8 +79,10 @@ class TaskDataset(Dataset):
         processor: ImageProcessor,
         index: int = 0,
         turns_per_image: int = 1,
+        picture_rows: PictureRows | None = None,
     ) -> None:
         self.name = name
+        self.picture_rows = picture_rows
         self.records = records
         self.task = task
         self.encoder = encoder
@@ -109,11 +115,16 @@ class TaskDataset(Dataset):
             else:
                 sample = self.task.build_group([self.records[j] for j in members], rng, self.turns_per_image)
             encoded = self.encoder.encode_train(sample)
-            pixels = None if sample.image is None else self.processor(load_image(sample.image))
+            pixels, row = None, None
+            if sample.image is not None:
+                if self.picture_rows is not None:
+                    row = self.picture_rows.row(sample.image)
+                else:
+                    pixels = self.processor(load_image(sample.image))
         except MGV2Error as err:
             where = f"record {i}" if members is None else f"picture {i} (records {sorted(members)})"
             raise DataBuildError(f"dataset {self.name!r}, {where}: {err}") from err
-        return TrainItem(encoded, pixels, self.index)
+        return TrainItem(encoded, pixels, self.index, image_row=row)
 
     def __getitem__(self, i: int) -> TrainItem:
         return self.build(i, f"{self.name}:{i}")
@@ -178,6 +189,9 @@ class TrainCollator:
 
     def __call__(self, items: Sequence[TrainItem]) -> TrainBatch:
         pixels = [it.pixels for it in items if it.pixels is not None]
+        rows = [it.image_row for it in items if it.image_row is not None]
+        if pixels and rows:
+            raise DataBuildError("a batch mixes pixels and vision-cache rows; give every dataset of the stage the cache")
         batch = self.encoder.collate(
             [it.encoded for it in items],
             padding_side="right",
@@ -191,6 +205,7 @@ class TrainCollator:
             num_samples=len(items),
             num_tokens=int(batch.attention_mask.sum()),
             num_answer_tokens=0 if labels is None else int((labels[:, 1:] != IGNORE_INDEX).sum()),
+            image_rows=torch.as_tensor(rows, dtype=torch.long) if rows else None,
         )
 
 

@@ -136,9 +136,19 @@ class MiniGPTv2(nn.Module):
         Compute this once per image and pass it to :meth:`forward` / :meth:`generate` as
         ``image_embeds`` to reuse it across prompts.
         """
+        return self.embed_vision_features(self.vision_features(pixel_values))
+
+    def vision_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """Pixels [N, 3, S, S] -> the ViT's tokens [N, 1 + P, C] (CLS first), before ``ln_vision``.
+        Without a gradient when no ViT parameter trains."""
         grad = torch.is_grad_enabled() and any(p.requires_grad for p in self.visual_encoder.parameters())
         with torch.set_grad_enabled(grad):
-            feats = self.visual_encoder(pixel_values)
+            return self.visual_encoder(pixel_values)
+
+    def embed_vision_features(self, feats: torch.Tensor) -> torch.Tensor:
+        """The ViT's tokens (:meth:`vision_features`) -> image embeddings [N, T, D]: ``ln_vision``,
+        CLS dropped, 1x4 merge, projection (and the demo preset's norm / position table).  Training
+        with a frozen ViT (``vision_cache``) computes the tokens once per picture and starts here."""
         feats = self.ln_vision(feats.to(self.ln_vision.weight.dtype))
         feats = feats[:, 1:, :]  # drop CLS
         n, pn, hs = feats.shape

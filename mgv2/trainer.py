@@ -16,6 +16,8 @@
   (:func:`mgv2.checkpoint.save_checkpoint`) plus ``train_state.pt`` (optimizer, scaler, step,
   mixture position, every process's RNG states; plain types and tensors, read back with
   ``weights_only=True``); ``resume=True`` continues with the same losses;
+* ``vision_cache: true`` (frozen ViT): every picture of the stage is encoded once before step 1
+  (:mod:`mgv2.vision_cache`) and the steps start from those tokens, with the same losses;
 * a NaN/inf loss stops the run with a :class:`TrainingError` after writing a checkpoint of the
   last good state;
 * rank 0 shows a tqdm bar and appends one JSON line per ``log_every`` steps to ``log.jsonl``
@@ -52,6 +54,7 @@ from mgv2.config import ScheduleConfig, TrainConfig, save_yaml
 from mgv2.errors import CheckpointError, MGV2Error
 from mgv2.io import atomic_path, atomic_write_text
 from mgv2.prompt import Batch
+from mgv2.vision_cache import VisionCache
 
 STATE_FILE = "train_state.pt"
 STATE_VERSION = 1
@@ -141,14 +144,21 @@ class LossModule(nn.Module):
         )
         self.vision_dtype = model.visual_encoder.patch_embed.proj.weight.dtype
         self.img_size = model.visual_encoder.cfg.img_size
+        self.vision_cache: VisionCache | None = None  # an attribute, not a buffer: DDP must not broadcast it
 
-    def forward(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, batch: Batch, image_rows: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``image_rows``: the batch's pictures as rows of ``vision_cache`` (then it has no pixels)."""
         if batch.pixel_values is not None:
             batch = dataclasses.replace(batch, pixel_values=batch.pixel_values.to(self.vision_dtype))
         if batch.labels is None:
             raise TrainingError("a training batch has no answer tokens (labels); check the task's targets")
-        loss_sum, n = self.model.answer_loss(batch)
-        if self.touch_images and batch.pixel_values is None:
+        image_embeds = None
+        if image_rows is not None:
+            if self.vision_cache is None:
+                raise TrainingError("a batch names vision-cache rows but the stage built no vision cache")
+            image_embeds = self.model.embed_vision_features(self.vision_cache.features[image_rows])
+        loss_sum, n = self.model.answer_loss(batch, image_embeds)
+        if self.touch_images and batch.pixel_values is None and image_rows is None:
             dummy = torch.zeros(1, 3, self.img_size, self.img_size, device=batch.input_ids.device,
                                 dtype=self.vision_dtype)
             loss_sum = loss_sum + 0.0 * self.model.embed_images(dummy).float().sum()
@@ -314,15 +324,24 @@ class Trainer:
 
         # data
         entries = cfg.datasets
-        datasets = []
-        for i, entry in enumerate(entries):
-            recs = self.records[entry.name] if self.records is not None else read_records(cfg, entry)
-            datasets.append(
-                TaskDataset(
-                    entry.name, recs, get_task(entry.task), pipe.encoder, pipe.processor, i,
-                    turns_per_image=entry.turns_per_image,
-                )
+        records = [self.records[e.name] if self.records is not None else read_records(cfg, e) for e in entries]
+        rows = None
+        if cfg.vision_cache:
+            from mgv2.vision_cache import build_vision_cache
+
+            images = (r.image for recs in records for r in recs if getattr(r, "image", None) is not None)
+            self.loss_module.vision_cache = build_vision_cache(
+                self.model, pipe.processor, images, device=info.device, autocast=self.autocast,
+                rank=info.rank, world=info.world, progress=cfg.progress and info.main, say=self._say,
             )
+            rows = self.loss_module.vision_cache.index
+        datasets = [
+            TaskDataset(
+                entry.name, recs, get_task(entry.task), pipe.encoder, pipe.processor, i,
+                turns_per_image=entry.turns_per_image, picture_rows=rows,
+            )
+            for i, (entry, recs) in enumerate(zip(entries, records))
+        ]
         self.mixture = Mixture(
             [e.name for e in entries], [len(d) for d in datasets], [e.ratio for e in entries],
             [e.batch_size * cfg.batch_scale for e in entries], seed=cfg.seed,
@@ -625,9 +644,10 @@ class Trainer:
             if self.cfg.distributed == "fsdp" and hasattr(self.wrapped, "set_requires_gradient_sync"):
                 self.wrapped.set_requires_gradient_sync(sync)
             batch = tb.batch.to(info.device)
+            rows = None if tb.image_rows is None else tb.image_rows.to(info.device)
             with ctx:
                 with self.autocast():
-                    ls, _ = self.wrapped(batch)
+                    ls, _ = self.wrapped(batch, rows)
                 scaled = ls * scale
                 if self.scaler is not None:
                     scaled = self.scaler.scale(scaled)

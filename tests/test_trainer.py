@@ -15,8 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
-from mgv2.config import TrainConfig, from_dict, load_yaml
+from mgv2.config import ConfigError, TrainConfig, from_dict, load_yaml
 from mgv2.trainer import LossModule, Trainer, TrainingError, lr_at, no_decay, param_groups
+from mgv2.vision_cache import VisionCacheError
 from tasks.records import ConversationRecord, RegionRecord, VQARecord
 from tests.conftest import ROOT
 
@@ -34,8 +35,9 @@ def _one_thread():
 COLOURS = {"red": (220, 30, 30), "blue": (30, 40, 220), "green": (30, 200, 40)}
 
 
-def tiny_world(n: int = 12, seed: int = 0) -> dict[str, list]:
-    """In-memory records: coloured squares to refer to, a question about them, text-only chat."""
+def tiny_world(n: int = 12, seed: int = 0, image_dir=None) -> dict[str, list]:
+    """In-memory records: coloured squares to refer to, a question about them, text-only chat.
+    With ``image_dir`` the pictures are written there as PNG files and the records name the paths."""
     rng = np.random.default_rng(seed)
     regions, questions = [], []
     for i in range(n):
@@ -44,6 +46,11 @@ def tiny_world(n: int = 12, seed: int = 0) -> dict[str, list]:
         x, y = int(rng.integers(0, 80)), int(rng.integers(0, 50))
         a[y : y + 40, x : x + 40] = COLOURS[colour]
         im = Image.fromarray(a)
+        if image_dir is not None:
+            path = os.path.join(image_dir, f"square_{i}.png")
+            if not os.path.exists(path):
+                im.save(path)
+            im = path
         regions.append(RegionRecord(im, 128, 96, f"{colour} square", (x, y, x + 40, y + 40)))
         questions.append(VQARecord(im, "what colour is the square?", [colour]))
     chat = [ConversationRecord(None, [("say hello", "hello there")]), ConversationRecord(None, [("count", "1 2 3")])]
@@ -196,6 +203,37 @@ def test_bf16_autocast_on_cpu_follows_the_fp32_losses(tmp_path):
     assert bf16 != pytest.approx(fp32, rel=1e-6)
 
 
+def test_vision_cache_gives_the_uncached_losses_and_weights(tmp_path):
+    """vision_cache: true (frozen ViT): batches carry cache rows instead of pixels, and the run's
+    losses and trained weights are the uncached run's."""
+    images = tmp_path / "pictures"
+    images.mkdir()
+    over = {"steps": 4, "save_every": 100, "model_overrides": ["lora.dropout=0.0"],
+            "trainable": ["projector", "ln_vision", "lora"]}
+    plain = Trainer(make_cfg(tmp_path / "a", **over), records=tiny_world(image_dir=images), verbose=False)
+    cached = Trainer(make_cfg(tmp_path / "b", vision_cache=True, **over), records=tiny_world(image_dir=images),
+                     verbose=False)
+    cache = cached.loss_module.vision_cache
+    assert len(cache.index) == 12 and cache.features.shape[0] == 12  # refer and vqa share the 12 pictures
+    item = cached.dataset.datasets[0].build(3, "refer:3")
+    assert item.pixels is None and item.image_row == cache.index.row(images / "square_3.png")
+    a, b = plain.train(), cached.train()
+    assert b.losses == pytest.approx(a.losses, rel=1e-5)
+    assert_same_weights(tmp_path / "a" / "final", tmp_path / "b" / "final", rtol=1e-5, atol=1e-7)
+
+
+def test_vision_cache_refuses_what_it_cannot_cache(tmp_path):
+    images = tmp_path / "pictures"
+    images.mkdir()
+    with pytest.raises(VisionCacheError, match="frozen vision encoder.*drop 'vision'"):
+        Trainer(make_cfg(tmp_path / "a", vision_cache=True, trainable=["projector", "vision"]),
+                records=tiny_world(image_dir=images), verbose=False)
+    with pytest.raises(VisionCacheError, match="file path.*vision_cache: false"):
+        Trainer(make_cfg(tmp_path / "b", vision_cache=True), records=tiny_world(), verbose=False)
+    with pytest.raises(ConfigError, match="not fsdp"):
+        make_cfg(tmp_path / "c", vision_cache=True, distributed="fsdp")
+
+
 # -- runs ---------------------------------------------------------------------------------------
 
 
@@ -297,18 +335,22 @@ from mgv2.trainer import run_stage
 from tests.test_trainer import tiny_world, train_dict
 out, over, stop, resume = sys.argv[1], json.loads(sys.argv[2]), int(sys.argv[3]), sys.argv[4] == "resume"
 cfg = from_dict(TrainConfig, train_dict(out, **over))
-run_stage(cfg, resume=resume, stop_after=stop or None, records=tiny_world(), verbose=False)
+images = sys.argv[5] if len(sys.argv) > 5 else None
+run_stage(cfg, resume=resume, stop_after=stop or None, records=tiny_world(image_dir=images), verbose=False)
 import torch.distributed as dist
 assert not dist.is_initialized(), "run_stage must close the process group before the process exits"
 """
 
 
-def torchrun(tmp_path, out, over: dict, stop_after: int = 0, resume: bool = False, nproc: int = 2) -> None:
+def torchrun(tmp_path, out, over: dict, stop_after: int = 0, resume: bool = False, nproc: int = 2,
+             image_dir=None) -> None:
     script = tmp_path / "dist_train.py"
     script.write_text(_DIST_SCRIPT)
     env = {**os.environ, "PYTHONPATH": str(ROOT), "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", str(nproc),
            str(script), str(out), json.dumps(over), str(stop_after), "resume" if resume else "new"]
+    if image_dir is not None:
+        cmd.append(str(image_dir))
     proc = subprocess.run(cmd, check=False, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
 
@@ -333,6 +375,18 @@ def test_two_processes_match_one_process(tmp_path):
     assert [r["step"] for r in two] == [1, 2, 3, 4, 5]
     assert [r["step_loss"] for r in two] == pytest.approx(single.losses, rel=2e-4)
     assert [r["datasets"] for r in two] == [h.datasets for h in single.history]
+    assert_same_weights(tmp_path / "one" / "final", tmp_path / "two" / "final")
+
+
+def test_two_processes_with_a_vision_cache_match_one_process_without(tmp_path):
+    """Each process encodes half of the pictures and all gather the table (gloo all_gather)."""
+    images = tmp_path / "pictures"
+    images.mkdir()
+    over = {"steps": 3, "save_every": 100, "model_overrides": ["lora.dropout=0.0"]}
+    single = Trainer(make_cfg(tmp_path / "one", **over), records=tiny_world(image_dir=images), verbose=False).train()
+    torchrun(tmp_path, tmp_path / "two", {**over, "vision_cache": True}, image_dir=images)
+    two = read_log(tmp_path / "two")
+    assert [r["step_loss"] for r in two] == pytest.approx(single.losses, rel=2e-4)
     assert_same_weights(tmp_path / "one" / "final", tmp_path / "two" / "final")
 
 

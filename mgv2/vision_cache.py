@@ -1,0 +1,138 @@
+"""Frozen-ViT tokens computed once per picture for a training stage (``vision_cache: true``).
+
+When no parameter of the vision encoder trains (it stays in eval mode), its tokens for a picture
+are the same at every step.  The stage then computes them once, before its first step, for every
+picture its datasets name; the data pipeline hands over the picture's row of that table instead
+of pixels, so a step decodes, resizes and encodes no image.  What still trains on the image side
+(``ln_vision``, the projection) runs in the step, from the cached tokens
+(:meth:`mgv2.model.MiniGPTv2.embed_vision_features`), so the losses are the uncached ones.
+
+The table lives in memory in every process: pictures x (1 + patches) x ViT width, in the ViT's
+output dtype (the demo world: 20000 x 65 x 128 fp32 = 666 MB).  With several processes each
+computes a slice and all of them gather the whole table.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from mgv2.errors import MGV2Error
+from mgv2.image import ImageProcessor, load_image
+
+
+class VisionCacheError(MGV2Error):
+    """The stage cannot use a vision cache (trainable ViT, in-memory pictures, unknown picture)."""
+
+
+def image_key(source: Any) -> str:
+    """The cache key of a record's ``image``: its file path."""
+    if isinstance(source, (str, os.PathLike)):
+        return os.fspath(source)
+    raise VisionCacheError(
+        f"vision_cache: true needs records whose image is a file path; got a {type(source).__name__}. "
+        "Set vision_cache: false for in-memory pictures"
+    )
+
+
+@dataclass(frozen=True)
+class PictureRows:
+    """Picture path -> its row of the cache table: all the data pipeline needs (no tensors, so
+    DataLoader workers receive it cheaply)."""
+
+    rows: Mapping[str, int]
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def row(self, source: Any) -> int:
+        key = image_key(source)
+        try:
+            return self.rows[key]
+        except KeyError:
+            raise VisionCacheError(
+                f"picture {key} is not in the stage's vision cache (built from the datasets' records); "
+                "a task must show the picture of its record"
+            ) from None
+
+
+@dataclass
+class VisionCache:
+    """``features[index.row(path)]``: the frozen ViT's tokens [1 + P, C] of the picture at ``path``."""
+
+    index: PictureRows
+    features: torch.Tensor  # [N, 1 + P, C]
+
+    @property
+    def nbytes(self) -> int:
+        return self.features.numel() * self.features.element_size()
+
+
+def check_frozen(model) -> None:
+    trainable = [n for n, p in model.visual_encoder.named_parameters() if p.requires_grad]
+    if trainable:
+        raise VisionCacheError(
+            f"vision_cache: true needs a frozen vision encoder, but {len(trainable)} of its parameters train "
+            f"(e.g. {trainable[0]}); drop 'vision' from trainable (or set vision_trainable_blocks: 0), "
+            "or set vision_cache: false"
+        )
+    if model.visual_encoder.training:
+        raise VisionCacheError("vision_cache: the frozen vision encoder is in training mode; call model.train() "
+                               "after freezing (MiniGPTv2.train keeps a frozen encoder in eval mode)")
+
+
+def build_vision_cache(
+    model,
+    processor: ImageProcessor,
+    sources: Iterable[Any],
+    *,
+    device: torch.device,
+    autocast: Callable[[], Any],
+    rank: int = 0,
+    world: int = 1,
+    batch_size: int = 128,
+    progress: bool = False,
+    say: Callable[[str], None] | None = None,
+) -> VisionCache:
+    """The frozen ViT's tokens of every picture in ``sources`` (record images; repeats are one row).
+
+    Each of the ``world`` processes encodes ``ceil(N / world)`` rows (the last slice padded with
+    the first picture) under ``autocast`` (the training step's), then all gather the table."""
+    check_frozen(model)
+    keys = sorted({image_key(s) for s in sources})
+    if not keys:
+        raise VisionCacheError("vision_cache: true but no dataset record names a picture; set vision_cache: false")
+    per = math.ceil(len(keys) / world)
+    mine = keys[rank * per : (rank + 1) * per]
+    mine += [keys[0]] * (per - len(mine))
+    dtype = model.visual_encoder.patch_embed.proj.weight.dtype
+    t0 = time.perf_counter()
+    starts = range(0, per, batch_size)
+    if progress and rank == 0:
+        from tqdm import tqdm
+
+        starts = tqdm(starts, desc="vision cache", unit="batch", dynamic_ncols=True)
+    parts = []
+    with torch.no_grad():
+        for s in starts:
+            pixels = processor.batch([load_image(k) for k in mine[s : s + batch_size]])
+            with autocast():
+                parts.append(model.vision_features(pixels.to(device, dtype)))
+    local = torch.cat(parts)
+    if world > 1:
+        import torch.distributed as dist
+
+        gathered = [torch.empty_like(local) for _ in range(world)]
+        dist.all_gather(gathered, local)
+        local = torch.cat(gathered)
+    cache = VisionCache(PictureRows({k: i for i, k in enumerate(keys)}), local[: len(keys)].contiguous())
+    if say is not None:
+        say(f"vision cache: {len(keys)} pictures, {tuple(cache.features.shape[1:])} tokens each, "
+            f"{cache.nbytes / 2**20:.0f} MiB, {time.perf_counter() - t0:.1f} s")
+    return cache
