@@ -291,9 +291,9 @@ def test_nan_loss_stops_with_a_message_and_a_checkpoint(tmp_path, monkeypatch):
     calls = {"n": 0}
     forward = LossModule.forward
 
-    def poisoned(self, batch):
+    def poisoned(self, batch, image_rows=None):
         calls["n"] += 1
-        loss, n = forward(self, batch)
+        loss, n = forward(self, batch, image_rows)
         return (loss * float("nan"), n) if calls["n"] == 4 else (loss, n)
 
     monkeypatch.setattr(LossModule, "forward", poisoned)
