@@ -54,7 +54,7 @@ from mgv2.config import ScheduleConfig, TrainConfig, save_yaml
 from mgv2.errors import CheckpointError, MGV2Error
 from mgv2.io import atomic_path, atomic_write_text
 from mgv2.prompt import Batch
-from mgv2.vision_cache import VisionCache
+from mgv2.vision_cache import VisionCache, build_vision_cache
 
 STATE_FILE = "train_state.pt"
 STATE_VERSION = 1
@@ -327,8 +327,6 @@ class Trainer:
         records = [self.records[e.name] if self.records is not None else read_records(cfg, e) for e in entries]
         rows = None
         if cfg.vision_cache:
-            from mgv2.vision_cache import build_vision_cache
-
             images = (r.image for recs in records for r in recs if getattr(r, "image", None) is not None)
             self.loss_module.vision_cache = build_vision_cache(
                 self.model, pipe.processor, images, device=info.device, autocast=self.autocast,
