@@ -61,6 +61,10 @@ def add_eval_parser(sub) -> argparse.ArgumentParser:
                    help="greedy decoding length (default: the benchmark's; SPEC: 20, grounding: 500)")
     p.add_argument("--seed", type=int, default=0, help="seed for randomly initialised weights (tiny preset)")
     p.add_argument("--worst", type=int, default=16, help="cases on the contact sheet (default 16)")
+    p.add_argument("--world", default=None, metavar="DIR",
+                   help="the `mgv2 synth` folder the benchmark came from: also judge the answers by the world's own "
+                        "scenes (refer: accuracy by expression family and by objects in the picture; identify: how "
+                        "often the answer names the boxed object)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
     p.add_argument("--no-prefix-sharing", action="store_true",
                    help="run every prompt through the model's generate (image prefix not shared)")
@@ -120,6 +124,13 @@ def _run_eval(args, dist) -> int:
         Path(args.annotations) if args.annotations else None,
         Path(args.images) if args.images else None,
     )
+    judge = None
+    if args.world:
+        from eval.world import WorldJudge
+
+        if bench.metric not in ("refer", "identify_exact"):
+            raise MGV2Error(f"--world judges refer and identify answers; {bench.name} has none")
+        judge = WorldJudge(args.world)
     out = Path(args.out) if args.out else Path("runs") / "eval" / bench.name
     is_main = dist.is_main if dist is not None else int(os.environ.get("RANK", "0")) == 0
     if not is_main and dist is None:
@@ -134,6 +145,7 @@ def _run_eval(args, dist) -> int:
         "vqa_variant": args.vqa_variant,
         "limit": args.limit,
         "max_new_tokens": args.max_new_tokens,
+        "world": args.world,
     }
     results = []
     for split in splits:
@@ -169,6 +181,11 @@ def _run_eval(args, dist) -> int:
                   file=sys.stderr)
         metrics, rows = score(bench, records[:n], answers, plus_one=args.iou == "official",
                               vqa_variant=args.vqa_variant, source=source, split=split)
+        if judge is not None:
+            from eval.world import identify_breakdown, refer_breakdown
+
+            metrics["world"] = (refer_breakdown(judge, records[:n], rows, plus_one=args.iou == "official")
+                                if bench.metric == "refer" else identify_breakdown(judge, records[:n], rows))
         results.append(SplitResult(split, records[:n], rows, metrics))
     if not is_main:
         return 0
@@ -213,6 +230,8 @@ def _print_summary(bench, results, out: Path, stream) -> None:
                     f"(supervision {100 * m['supervision']['map50_95']:.2f})")
         else:
             line = f"accuracy {100 * m['accuracy']:.2f} ({m['metric']})"
+        if "names_object" in m.get("world", {}):
+            line += f"  names the object (world) {100 * m['world']['names_object']:.2f}"
         print(f"{bench.name} {r.split} (n={m['n']}): {line}", file=stream)
     print(f"report: {out / 'report.md'}", file=stream)
 

@@ -263,6 +263,30 @@ def grounding_markdown(results: Sequence[SplitResult]) -> str:
             f"bag-of-words overlap of the plain text, not CIDEr.\n\n{main}\n")
 
 
+def world_markdown(results: Sequence[SplitResult]) -> str:
+    """The ``--world`` judgements (:mod:`eval.world`), one table per split and grouping."""
+    out = "\n## Judged by the world's scenes (`--world`)\n"
+    for r in results:
+        w = r.metrics.get("world")
+        if not w:
+            continue
+        if "names_object" in w:
+            out += (f"\n### {r.split}: does the answer name the object?\n\nIn %, of every object: an answer names "
+                    "it when the world's grammar reads it as true of that object alone (any such description, "
+                    "not only the exported ones).\n\n")
+            n = max(1, r.metrics["n"])
+            out += _table(list(w["verdicts"]), [[_pct(v / n) for v in w["verdicts"].values()]])
+            out += "\n\n" + _table(["picture", "objects", "names it"],
+                                   [[k, v["n"], _pct(v["names_object"])] for k, v in w["by_objects"].items()]) + "\n"
+            continue
+        for title, key in (("expression family", "by_family"), ("objects in the picture", "by_objects")):
+            out += f"\n### {r.split} by {title}\n\n" + _table(
+                [title, "expressions", "Acc@0.5", "wrong object", "loose box"],
+                [[k, v["n"], _pct(v["acc50"]), _pct(v["wrong_object"]), _pct(v["loose_box"])] for k, v in w[key].items()],
+            ) + "\n"
+    return out
+
+
 def write_outputs(out: str | Path, bench, results: Sequence[SplitResult], settings: dict[str, Any],
                   plus_one: bool = False, worst: int = 16) -> dict[str, Any]:
     """Write metrics.json (+ one per split), report.md and the pictures; return the metrics payload."""
@@ -297,6 +321,8 @@ def write_outputs(out: str | Path, bench, results: Sequence[SplitResult], settin
     else:
         body = vqa_markdown(results)
         sheet = contact_sheet(vqa_tiles(results, worst), out / SHEET)
+    if any("world" in r.metrics for r in results):
+        body += world_markdown(results)
     if sheet is None:
         (out / SHEET).unlink(missing_ok=True)  # no stale picture from an earlier run
         body = body.replace(f"![worst cases]({SHEET})", "(none)").replace(f"![wrong answers]({SHEET})", "(none)")

@@ -43,9 +43,10 @@ def benchmarks(data: Path, limit: int | None, refer_limit: int | None = None) ->
     img = ["--images", str(data / "images")]
     lim = ["--limit", str(limit)] if limit else []
     refer_lim = ["--limit", str(refer_limit)] if refer_limit else []
+    world = ["--world", str(data)]  # also judged by the world's scenes (eval/world.py)
     return {
-        "refer": ["refcoco", "--split", "all", "--data", str(data / "refcoco_eval"), *img, *refer_lim],
-        "identify": ["identify", "--split", "all", "--data", str(data / "refcoco_eval"), *img, *lim],
+        "refer": ["refcoco", "--split", "all", "--data", str(data / "refcoco_eval"), *img, *refer_lim, *world],
+        "identify": ["identify", "--split", "all", "--data", str(data / "refcoco_eval"), *img, *lim, *world],
         "detection": ["detection", "--data", str(data / "coco_det" / "instances_val.json"), *img, *lim],
         "grounding": ["grounding", "--data", str(data / "flickr30k"), *img, *lim, "--max-new-tokens", "160"],
         "vqav2": ["vqav2", "--data", str(data / "vqav2"), *img, *lim],
@@ -94,6 +95,9 @@ def headline(name: str, m: dict) -> str:
         return ", ".join(f"{k} {v:.3f}" for k, v in first.items() if isinstance(v, float))
     if key == "map50":  # mAP is quoted as a fraction (the #6 target: mAP@0.5 >= 0.8)
         return f"{first[key]:.3f} (mAP@0.5)"
+    if name == "identify" and "world" in first:
+        return (" / ".join(pct(v[key]) for v in s.values()) + " exact; names the object "
+                + " / ".join(pct(v["world"]["names_object"]) for v in s.values()))
     return f"{pct(first[key])}"
 
 

@@ -13,9 +13,11 @@ pd = load_script("publish_demo")
 def test_refer_runs_every_expression_unless_limited():
     data = Path("runs/demo_synth")
     full = pd.benchmarks(data, 500)
-    assert "--limit" not in full["refer"] and full["identify"][-2:] == ["--limit", "500"]
+    assert "--limit" not in full["refer"] and full["identify"][-4:-2] == ["--limit", "500"]
     cut = pd.benchmarks(data, 500, refer_limit=2000)
-    assert cut["refer"][-2:] == ["--limit", "2000"]
+    assert cut["refer"][-4:-2] == ["--limit", "2000"]
+    # refer and identify answers are also judged by the world's scenes (eval/world.py)
+    assert full["refer"][-2:] == full["identify"][-2:] == ["--world", str(data)]
     assert {k: v for k, v in cut.items() if k != "refer"} == {k: v for k, v in full.items() if k != "refer"}
 
 

@@ -1,0 +1,152 @@
+"""Answers judged by the synthetic world's own meaning of its words.
+
+A benchmark of an ``mgv2 synth`` folder scores answers against the few expressions the export
+wrote for each object (SPEC §7's metrics).  The world itself knows more: which description
+(kind, colour, superlative, relation) each expression is, and, for any sentence in the world's
+grammar, which objects of the picture it is true of (:func:`mgv2.synth.world.text_meanings`).
+:class:`WorldJudge` reads the folder's ``scenes.jsonl`` and answers three questions about one
+benchmark record (picture + box):
+
+* :meth:`WorldJudge.locate`: which object of which scene the record's box is;
+* :meth:`WorldJudge.family`: what an expression of that object relies on (``kind``, ``color``,
+  ``superlative``, ``relation`` and their combinations; ``unknown`` if the world never wrote it);
+* :meth:`WorldJudge.judge_description`: whether a generated description (an identify answer)
+  names the object: ``names it`` (true of it alone), ``ambiguous`` (true of it and others),
+  ``another object`` (true of others only) or ``not true`` (of no object, or not a sentence of
+  the world's grammar).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+
+from eval.metrics import box_iou
+from mgv2.errors import MGV2Error
+from mgv2.synth.world import Scene, scene_from_manifest, text_meanings
+
+VERDICTS = ("names it", "ambiguous", "another object", "not true")
+# a record's box is the visible box the export wrote (rounded to 0.01 px): anything looser is
+# not a box of this world
+_MIN_IOU = 0.9
+
+
+class WorldError(MGV2Error, ValueError):
+    """The folder is not an ``mgv2 synth`` world, or a record does not belong to it."""
+
+
+def normalise(text: str) -> str:
+    """Lower case, single spaces, no final full stop: how the world writes its expressions."""
+    return " ".join(text.lower().replace("\n", " ").split()).rstrip(" .")
+
+
+class WorldJudge:
+    """The scenes of one ``mgv2 synth`` folder, keyed by picture file name (built lazily)."""
+
+    def __init__(self, folder: str | Path) -> None:
+        manifest = Path(folder) / "scenes.jsonl"
+        if not manifest.is_file():
+            raise WorldError(f"{folder} has no scenes.jsonl: pass the folder `mgv2 synth --out` wrote")
+        self._entries: dict[str, dict] = {}
+        for line in manifest.read_text().splitlines():
+            if line.strip():
+                entry = json.loads(line)
+                self._entries[entry["file_name"]] = entry
+        self._scenes: dict[str, Scene] = {}
+        self._meanings: dict[str, dict[str, set[int]]] = {}
+
+    def scene(self, image: str | Path) -> Scene:
+        name = Path(str(image)).name
+        if name not in self._entries:
+            raise WorldError(f"picture {name} is not in this world's scenes.jsonl; pass the world the benchmark came from")
+        if name not in self._scenes:
+            self._scenes[name] = scene_from_manifest(self._entries[name])
+        return self._scenes[name]
+
+    def locate(self, image: str | Path, box_xyxy: Sequence[float]) -> tuple[Scene, int]:
+        """``(scene, object index)`` of a record: the object whose visible box is the record's box."""
+        scene = self.scene(image)
+        ious = [box_iou(o.visible_box, box_xyxy) for o in scene.objects]
+        best = max(range(len(ious)), key=ious.__getitem__)
+        if ious[best] < _MIN_IOU:
+            raise WorldError(
+                f"no object of {Path(str(image)).name} has the box {list(box_xyxy)} (best IoU {ious[best]:.2f}); "
+                "the annotations are not from this world"
+            )
+        return scene, best
+
+    def family(self, scene: Scene, index: int, sentence: str) -> str:
+        """The description family of ``sentence`` as an expression of object ``index``."""
+        text = normalise(sentence)
+        for t, desc in scene.unique.get(index, []):
+            if t == text:
+                return desc.family
+        return "unknown"
+
+    def judge_description(self, scene: Scene, index: int, text: str) -> str:
+        """One of :data:`VERDICTS` for ``text`` as a description of object ``index``."""
+        key = str(scene.image_id)
+        if key not in self._meanings:
+            self._meanings[key] = text_meanings(scene)
+        objects = self._meanings[key].get(normalise(text), set()) - {-1}
+        if objects == {index} and any(t == normalise(text) for t, _ in scene.unique.get(index, [])):
+            return "names it"
+        if index in objects:
+            return "ambiguous"
+        return "another object" if objects else "not true"
+
+
+def _grouped(keys: Sequence[str], items: Sequence, by_size: bool) -> dict[str, list]:
+    """``items`` grouped by ``keys``: largest group first (``by_size``) or in key order."""
+    out: dict[str, list] = {}
+    for k, item in zip(keys, items):
+        out.setdefault(k, []).append(item)
+    return dict(sorted(out.items(), key=lambda kv: (-len(kv[1]), kv[0]) if by_size else _objects_order(kv[0])))
+
+
+def _objects_order(key: str) -> tuple[int, str]:
+    head = key.split(" ", 1)[0]
+    return (int(head), key) if head.isdigit() else (10**6, key)
+
+
+def refer_breakdown(judge: WorldJudge, records: Sequence, rows: Sequence[dict], plus_one: bool = False) -> dict:
+    """Refer accuracy by expression family and by the number of objects in the picture
+    (each group scored by :func:`eval.scoring.aggregate_refer`: Acc@0.5, wrong object, loose box)."""
+    from eval.scoring import aggregate_refer
+
+    families, counts = [], []
+    for rec in records:
+        scene, index = judge.locate(rec.image, rec.box_xyxy)
+        families.append(judge.family(scene, index, rec.expression))
+        counts.append(f"{len(scene.objects)} objects")
+
+    def table(keys: list[str], by_size: bool) -> dict:
+        out = {}
+        for k, group in _grouped(keys, rows, by_size).items():
+            m = aggregate_refer(group, plus_one=plus_one)
+            out[k] = {"n": m["n"], "acc50": m["acc50"], "wrong_object": m["n_wrong_object"] / m["n"],
+                      "loose_box": m["n_loose_box"] / m["n"]}
+        return out
+
+    return {"by_family": table(families, True), "by_objects": table(counts, False)}
+
+
+def identify_breakdown(judge: WorldJudge, records: Sequence, rows: Sequence[dict]) -> dict:
+    """How often an identify answer names the boxed object in the world's own semantics (any
+    true, unambiguous description counts, not only the exported ones), with the other verdicts
+    (:data:`VERDICTS`; ``no answer`` for missing or empty ones), overall and by objects in the picture."""
+    verdicts, counts = [], []
+    for rec, row in zip(records, rows):
+        scene, index = judge.locate(rec.image, rec.box_xyxy)
+        ok = row["status"] == "ok" and row["text"]
+        verdicts.append(judge.judge_description(scene, index, row["text"]) if ok else "no answer")
+        counts.append(f"{len(scene.objects)} objects")
+    n = len(rows)
+    names = [float(v == "names it") for v in verdicts]
+    return {
+        "names_object": sum(names) / n if n else 0.0,
+        "verdicts": {v: sum(x == v for x in verdicts) for v in (*VERDICTS, "no answer")},
+        "by_objects": {k: {"n": len(g), "names_object": sum(g) / len(g)}
+                       for k, g in _grouped(counts, names, False).items()},
+    }

@@ -1,0 +1,144 @@
+"""eval/world.py and `mgv2 eval --world`: answers judged by the synthetic world's own scenes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from eval.benchmarks import Source, get_benchmark
+from eval.world import VERDICTS, WorldError, WorldJudge, identify_breakdown, normalise
+from mgv2 import boxes
+from mgv2.cli import main
+
+
+@pytest.fixture(scope="module")
+def world(small_world) -> Path:
+    return small_world
+
+
+@pytest.fixture(scope="module")
+def judge(world) -> WorldJudge:
+    return WorldJudge(world)
+
+
+def _records(world: Path, bench: str, split: str = "val"):
+    return get_benchmark(bench).load(Source(world / "refcoco_eval", None, world / "images"), split)
+
+
+def _cli(argv, capsys) -> dict:
+    capsys.readouterr()
+    assert main(argv) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def _predictions(path: Path, answers) -> Path:
+    path.write_text("".join(json.dumps({"index": i, "answer": a}) + "\n" for i, a in enumerate(answers)))
+    return path
+
+
+def test_every_exported_expression_is_located_and_has_its_family(world, judge):
+    records = _records(world, "refcoco")
+    assert len(records) > 20
+    families = set()
+    for rec in records:
+        scene, index = judge.locate(rec.image, rec.box_xyxy)
+        family = judge.family(scene, index, rec.expression)
+        assert family != "unknown", rec.expression  # the export writes only the world's own texts
+        families.add(family)
+        # the exported expression names its object, and only it
+        assert judge.judge_description(scene, index, rec.expression) == "names it"
+    assert {"kind", "relation", "superlative"} & families and len(families) >= 3
+
+
+def test_verdicts_of_made_up_descriptions(world, judge):
+    def repeated(scene):
+        return [o for o in scene.objects if len(scene.of_kind(o.kind)) > 1]
+
+    def single(scene):
+        return [o for o in scene.objects if len(scene.of_kind(o.kind)) == 1]
+
+    # a picture with a kind shown twice or more and a kind shown once (most pictures of this world)
+    scene = next(s for s in map(judge.scene, sorted((world / "images").iterdir())) if repeated(s) and single(s))
+    i, other = repeated(scene)[0].index, single(scene)[0]
+    assert judge.judge_description(scene, i, f"the {scene.objects[i].kind}") == "ambiguous"  # true of two or more
+    assert judge.judge_description(scene, i, f"the {other.kind}") == "another object"
+    assert judge.judge_description(scene, other.index, f"The {other.kind}.") == "names it"
+    assert judge.judge_description(scene, i, "  The purple unicorn. ") == "not true"
+    assert normalise("  The  Red\nBall. ") == "the red ball"
+
+
+def test_refer_breakdown_through_the_cli(world, capsys, tmp_path):
+    records = _records(world, "refcoco")
+    # every second answer is the right box, the others are the box of the picture's first object
+    # when that is another object, so their accuracy per family is known here
+    judge = WorldJudge(world)
+    answers, expected = [], {}
+    for n, rec in enumerate(records):
+        scene, index = judge.locate(rec.image, rec.box_xyxy)
+        wrong = next(o for o in scene.objects if o.index != index)
+        box = rec.box_xyxy if n % 2 == 0 else wrong.visible_box
+        answers.append(boxes.format_box(box, rec.width, rec.height))
+        fam = judge.family(scene, index, rec.expression)
+        hits, total = expected.get(fam, (0, 0))
+        expected[fam] = (hits + (n % 2 == 0), total + 1)
+    preds = _predictions(tmp_path / "p.jsonl", answers)
+    out = tmp_path / "o"
+    payload = _cli(["eval", "refcoco", "--split", "val", "--data", str(world / "refcoco_eval"), "--images",
+                    str(world / "images"), "--predictions", str(preds), "--world", str(world), "--out", str(out),
+                    "--json"], capsys)
+    w = payload["splits"]["val"]["world"]
+    assert payload["settings"]["world"] == str(world)
+    assert set(w["by_family"]) == set(expected)
+    for fam, (hits, total) in expected.items():
+        got = w["by_family"][fam]
+        assert got["n"] == total
+        # a wrong object's box can still overlap the target at IoU >= 0.5 (rarely): at least the hits
+        assert got["acc50"] >= hits / total - 1e-9
+    assert sum(v["n"] for v in w["by_objects"].values()) == len(records)
+    assert list(w["by_objects"]) == sorted(w["by_objects"], key=lambda k: int(k.split()[0]))
+    assert "by expression family" in (out / "report.md").read_text()
+
+
+def test_identify_names_the_object_through_the_cli(world, capsys, tmp_path):
+    records = _records(world, "identify")
+    judge = WorldJudge(world)
+    answers = []
+    for n, rec in enumerate(records):
+        if n % 3 == 0:
+            answers.append(rec.expression)  # an exported expression: names it
+        elif n % 3 == 1:
+            answers.append("the purple unicorn")  # not true of any object
+        else:
+            answers.append("")  # nothing: no answer
+    preds = _predictions(tmp_path / "p.jsonl", answers)
+    payload = _cli(["eval", "identify", "--split", "val", "--data", str(world / "refcoco_eval"), "--images",
+                    str(world / "images"), "--predictions", str(preds), "--world", str(world), "--out",
+                    str(tmp_path / "o"), "--json"], capsys)
+    w = payload["splits"]["val"]["world"]
+    n = len(records)
+    assert w["verdicts"] == {"names it": len(range(0, n, 3)), "ambiguous": 0, "another object": 0,
+                             "not true": len(range(1, n, 3)), "no answer": len(range(2, n, 3))}
+    assert w["names_object"] == pytest.approx(len(range(0, n, 3)) / n)
+    assert set(VERDICTS) < set(w["verdicts"])
+    # the same numbers from the function, on rows the scorer made
+    from eval.scoring import score_identify
+
+    _, rows = score_identify(records, answers)
+    assert identify_breakdown(judge, records, rows)["verdicts"] == w["verdicts"]
+    assert "does the answer name the object" in (tmp_path / "o" / "report.md").read_text()
+
+
+def test_bad_worlds_and_benchmarks_are_refused(world, judge, tmp_path, capsys):
+    with pytest.raises(WorldError, match="no scenes.jsonl"):
+        WorldJudge(tmp_path)
+    with pytest.raises(WorldError, match="not in this world"):
+        judge.scene("elsewhere/picture.jpg")
+    rec = _records(world, "refcoco")[0]
+    with pytest.raises(WorldError, match="not from this world"):
+        judge.locate(rec.image, (0.0, 0.0, 3.0, 3.0))
+    capsys.readouterr()
+    rc = main(["eval", "vqav2", "--data", str(world / "vqav2"), "--world", str(world), "--predictions",
+               str(_predictions(tmp_path / "p.jsonl", ["yes"])), "--split", "val"])
+    assert rc != 0 and "--world judges refer and identify answers; vqav2 has none" in capsys.readouterr().err
