@@ -90,6 +90,17 @@ class PatchHeads(nn.Module):
         return self.kind(x), self.colour(x), self.occ(x)
 
 
+def mirror(px, kind, colour, occ):
+    """The same pictures flipped left to right, with their labels flipped to match: the kinds
+    and colours of the world look the same in a mirror (a cup's handle changes side)."""
+    n, cells = kind.shape
+    g = round(cells ** 0.5)
+    sub = round(occ.shape[-1] ** 0.5)
+    flip = lambda t: t.reshape(n, g, g).flip(2).reshape(n, cells)
+    occ = occ.reshape(n, g, g, sub, sub).flip(2).flip(4).reshape(n, cells, sub * sub)
+    return px.flip(-1), flip(kind), flip(colour), occ
+
+
 def losses(vit, heads, px, kind, colour, occ):
     k, c, o = heads(vit(px))
     ce = nn.functional.cross_entropy
@@ -124,6 +135,10 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lr", type=float, default=1e-3)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--limit", type=int, default=None, help="use only the first N train images (tests)")
+    ap.add_argument("--flip", action="store_true",
+                    help="mirror a random half of each batch (pictures and labels) left to right")
+    ap.add_argument("--eval-every", type=int, default=0,
+                    help="also score the first 1000 held-out pictures every N steps (a learning curve in the report)")
     args = ap.parse_args(argv)
     from mgv2.trainer import lr_at, param_groups
     from mgv2.vision import EVAViT
@@ -153,11 +168,18 @@ def main(argv: list[str] | None = None) -> int:
     sched = ScheduleConfig(lr=args.lr, min_lr=args.lr / 10, warmup_start_lr=args.lr / 100,
                            warmup_steps=max(1, args.steps // 20), style="cosine")
     gen = torch.Generator().manual_seed(args.seed)
+    curve: list[dict] = []
     t0 = time.time()
     bar = tqdm(range(args.steps), desc="vision pretraining", unit="step")
     for step in bar:
         idx = torch.randint(len(train_t[0]), (args.batch,), generator=gen)
-        loss, _ = losses(vit, heads, *(t[idx] for t in train_t))
+        batch = [t[idx] for t in train_t]
+        if args.flip:
+            half = torch.rand(args.batch, generator=gen) < 0.5
+            flipped = mirror(*(t[half] for t in batch))
+            for t, f in zip(batch, flipped):
+                t[half] = f
+        loss, _ = losses(vit, heads, *batch)
         if not torch.isfinite(loss):
             raise SystemExit(f"step {step}: loss is {loss.item()}; lower --lr")
         opt.zero_grad(set_to_none=True)
@@ -168,9 +190,19 @@ def main(argv: list[str] | None = None) -> int:
         opt.step()
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
+        if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
+            vit.eval()
+            heads.eval()
+            point = accuracies(vit, heads, tuple(t[:1000] for t in held_t), 256)
+            curve.append({"step": step + 1, "minutes": round((time.time() - t0) / 60, 2), **point})
+            tqdm.write(f"step {step + 1}: " + ", ".join(f"{k} {v:.3f}" for k, v in point.items()))
+            vit.train()
+            heads.train()
     vit.eval()
     heads.eval()
     acc = accuracies(vit, heads, held_t, 256)
+    # the same numbers on as many train pictures: a gap between the two is over-fitting
+    acc.update({f"train_{k}": v for k, v in accuracies(vit, heads, tuple(t[: len(held)] for t in train_t), 256).items()})
     minutes = (time.time() - t0) / 60
     print(f"held-out ({len(held)} pictures): " + ", ".join(f"{k} {v:.3f}" for k, v in acc.items())
           + f"; {args.steps} steps in {minutes:.1f} min")
@@ -178,8 +210,9 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         torch.save({k: v.detach().clone() for k, v in vit.state_dict().items()}, tmp)
-    report = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "minutes": round(minutes, 2),
-              "train_pictures": len(train), "heldout_pictures": len(held), **{k: float(v) for k, v in acc.items()}}
+    report = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "flip": args.flip, "minutes": round(minutes, 2),
+              "train_pictures": len(train), "heldout_pictures": len(held), **{k: float(v) for k, v in acc.items()},
+              "curve": [{k: float(v) for k, v in point.items()} for point in curve]}
     with atomic_path(out.with_suffix(".json")) as tmp:
         Path(tmp).write_text(json.dumps(report, indent=2) + "\n")
     print(f"wrote {out} (load it with --set vision.checkpoint={out})")

@@ -78,3 +78,25 @@ def test_pretrained_encoder_loads_as_vision_checkpoint(world, tmp_path):
     saved = torch.load(out, weights_only=True)
     assert set(saved) == set(vit.state_dict())
     assert np.isfinite(saved["pos_embed"].numpy()).all()
+
+
+def test_mirror_moves_pictures_and_labels_together():
+    g, sub, size = 8, pv.SUBCELLS, 128
+    px = torch.zeros(2, 3, size, size)
+    kind = torch.zeros(2, g * g, dtype=torch.long)
+    colour = torch.zeros(2, g * g, dtype=torch.long)
+    occ = torch.zeros(2, g * g, sub * sub)
+    # picture 1: an object in patch (row 2, column 1), covering that patch's sub-cell (0, 3) only
+    px[1, :, 32:36, 28:32] = 1.0
+    kind[1, 2 * g + 1], colour[1, 2 * g + 1] = 3, 5
+    occ[1, 2 * g + 1, 0 * sub + 3] = 1.0
+    mpx, mkind, mcolour, mocc = pv.mirror(px, kind, colour, occ)
+    # it lands in patch (2, g - 2), sub-cell (0, 0), pixels mirrored across the picture
+    assert mkind[1].nonzero().flatten().tolist() == [2 * g + (g - 2)] and mkind[1, 2 * g + g - 2] == 3
+    assert mcolour[1, 2 * g + g - 2] == 5 and mocc[1].nonzero().tolist() == [[2 * g + g - 2, 0]]
+    assert mpx[1, 0].nonzero()[:, 1].unique().tolist() == list(range(96, 100))  # columns 28..31 -> 96..99
+    assert (mpx[1, 0].nonzero()[:, 1] // 16 == g - 2).all()  # the same patch column as its labels
+    assert not mkind[0].any() and not mpx[0].any()
+    again = pv.mirror(mpx, mkind, mcolour, mocc)
+    for a, b in zip(again, (px, kind, colour, occ)):
+        assert torch.equal(a, b)
