@@ -273,6 +273,17 @@ def test_readers_on_synthetic_world(synth):
     assert len(short) == sum(len(r.expression.split()) <= 2 for r in every) < len(every)
     with pytest.raises(DataError, match="max_words"):
         read_refcoco(synth, "refcoco", "train", max_words=0)
+    # only refs with a same-category distractor in their picture, counted from instances.json here
+    instances = json.loads((synth / "refcoco" / "instances.json").read_text())
+    per_image = {}
+    for a in instances["annotations"]:
+        per_image[(a["image_id"], a["category_id"])] = per_image.get((a["image_id"], a["category_id"]), 0) + 1
+    shared = read_refcoco(synth, "refcoco", "train", min_same_category=2)
+    expected = [r for r in every if per_image[(r.meta["image_id"], r.meta["category_id"])] >= 2]
+    assert shared and [r.expression for r in shared] == [r.expression for r in expected] and len(shared) < len(every)
+    assert len(read_refcoco(synth, "refcoco", "train", min_same_category=1)) == len(every)
+    with pytest.raises(DataError, match="min_same_category"):
+        read_refcoco(synth, "refcoco", "train", min_same_category=0)
     vqa = read_vqa(synth / "vqav2/v2_OpenEnded_mscoco_val2014_questions.json",
                    synth / "vqav2/v2_mscoco_val2014_annotations.json", images=synth / "images")
     assert vqa and all(len(r.answers) == 10 and Path(r.image).is_file() for r in vqa)

@@ -52,6 +52,7 @@ def read_refcoco(
     split_by: str | None = None,
     images: str | Path | None = None,
     max_words: int | None = None,
+    min_same_category: int | None = None,
 ) -> list[RegionRecord]:
     """Records of ``split`` from ``root/<dataset>/instances.json`` + ``refs(<split_by>).p``.
 
@@ -61,9 +62,14 @@ def read_refcoco(
 
     ``max_words`` keeps only sentences of at most that many words (a curriculum: short
     expressions such as "red balloon" before relational ones; dataset option ``max_words``).
+    ``min_same_category`` keeps only refs whose image holds at least that many annotations of
+    the ref's category, itself included (2: the object has a same-category distractor, as in
+    RefCOCO's testA / testB people, so its category alone does not name it; dataset option).
     """
     if max_words is not None and max_words < 1:
         raise DataError(f"max_words must be >= 1 (or null for every sentence), got {max_words}")
+    if min_same_category is not None and min_same_category < 1:
+        raise DataError(f"min_same_category must be >= 1 (or null for every ref), got {min_same_category}")
     folder = Path(root) / dataset
     split_by = split_by or SPLIT_BY.get(dataset, "unc")
     coco = load_coco(folder / "instances.json")
@@ -86,6 +92,10 @@ def read_refcoco(
         if image_id not in coco.imgs:
             raise DataError(f"{where}: image_id {image_id} is not in {folder / 'instances.json'}")
         ann, img = coco.anns[ann_id], coco.imgs[image_id]
+        if min_same_category is not None:
+            same = coco.getAnnIds(imgIds=[image_id], catIds=[ann.get("category_id")])
+            if len(same) < min_same_category:
+                continue
         box = xywh_to_xyxy(field(ann, "bbox", f"{where} annotation {ann_id}", list))
         file_name = field(img, "file_name", f"{where} image {image_id}", str)
         for s, sent in enumerate(field(ref, "sentences", where, list)):
