@@ -22,7 +22,7 @@ import json
 from collections.abc import Sequence
 from pathlib import Path
 
-from eval.metrics import box_iou
+from eval.metrics import box_iou, normalize_for_match
 from mgv2.errors import MGV2Error
 from mgv2.synth.world import Scene, scene_from_manifest, text_meanings
 
@@ -36,9 +36,8 @@ class WorldError(MGV2Error, ValueError):
     """The folder is not an ``mgv2 synth`` world, or a record does not belong to it."""
 
 
-def normalise(text: str) -> str:
-    """Lower case, single spaces, no final full stop: how the world writes its expressions."""
-    return " ".join(text.lower().replace("\n", " ").split()).rstrip(" .")
+# lower case, punctuation dropped, single spaces: the world's own texts come out unchanged
+normalise = normalize_for_match
 
 
 class WorldJudge:
@@ -54,7 +53,7 @@ class WorldJudge:
                 entry = json.loads(line)
                 self._entries[entry["file_name"]] = entry
         self._scenes: dict[str, Scene] = {}
-        self._meanings: dict[str, dict[str, set[int]]] = {}
+        self._meanings: dict[int, dict[str, set[int]]] = {}  # by image id
 
     def scene(self, image: str | Path) -> Scene:
         name = Path(str(image)).name
@@ -86,28 +85,26 @@ class WorldJudge:
 
     def judge_description(self, scene: Scene, index: int, text: str) -> str:
         """One of :data:`VERDICTS` for ``text`` as a description of object ``index``."""
-        key = str(scene.image_id)
-        if key not in self._meanings:
-            self._meanings[key] = text_meanings(scene)
-        objects = self._meanings[key].get(normalise(text), set()) - {-1}
-        if objects == {index} and any(t == normalise(text) for t, _ in scene.unique.get(index, [])):
+        text = normalise(text)
+        if any(t == text for t, _ in scene.unique.get(index, [])):  # unique_texts: it and only it, strictly
             return "names it"
+        if scene.image_id not in self._meanings:
+            self._meanings[scene.image_id] = text_meanings(scene)
+        objects = self._meanings[scene.image_id].get(text, set()) - {-1}
         if index in objects:
             return "ambiguous"
         return "another object" if objects else "not true"
 
 
-def _grouped(keys: Sequence[str], items: Sequence, by_size: bool) -> dict[str, list]:
-    """``items`` grouped by ``keys``: largest group first (``by_size``) or in key order."""
-    out: dict[str, list] = {}
+def _grouped(keys: Sequence, items: Sequence, by_size: bool) -> dict[str, list]:
+    """``items`` grouped by ``keys``: families largest group first (``by_size``), object counts
+    (ints) in order and named ``"N objects"``."""
+    out: dict = {}
     for k, item in zip(keys, items):
         out.setdefault(k, []).append(item)
-    return dict(sorted(out.items(), key=lambda kv: (-len(kv[1]), kv[0]) if by_size else _objects_order(kv[0])))
-
-
-def _objects_order(key: str) -> tuple[int, str]:
-    head = key.split(" ", 1)[0]
-    return (int(head), key) if head.isdigit() else (10**6, key)
+    if by_size:
+        return dict(sorted(out.items(), key=lambda kv: (-len(kv[1]), kv[0])))
+    return {f"{k} objects": v for k, v in sorted(out.items())}
 
 
 def refer_breakdown(judge: WorldJudge, records: Sequence, rows: Sequence[dict], plus_one: bool = False) -> dict:
@@ -119,9 +116,9 @@ def refer_breakdown(judge: WorldJudge, records: Sequence, rows: Sequence[dict], 
     for rec in records:
         scene, index = judge.locate(rec.image, rec.box_xyxy)
         families.append(judge.family(scene, index, rec.expression))
-        counts.append(f"{len(scene.objects)} objects")
+        counts.append(len(scene.objects))
 
-    def table(keys: list[str], by_size: bool) -> dict:
+    def table(keys: list, by_size: bool) -> dict:
         out = {}
         for k, group in _grouped(keys, rows, by_size).items():
             m = aggregate_refer(group, plus_one=plus_one)
@@ -141,7 +138,7 @@ def identify_breakdown(judge: WorldJudge, records: Sequence, rows: Sequence[dict
         scene, index = judge.locate(rec.image, rec.box_xyxy)
         ok = row["status"] == "ok" and row["text"]
         verdicts.append(judge.judge_description(scene, index, row["text"]) if ok else "no answer")
-        counts.append(f"{len(scene.objects)} objects")
+        counts.append(len(scene.objects))
     n = len(rows)
     names = [float(v == "names it") for v in verdicts]
     return {
