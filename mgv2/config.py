@@ -8,6 +8,7 @@ message naming the key, the file and the fix.
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
 import re
 import types
@@ -161,6 +162,11 @@ class ModelConfig:
     llm: LLMConfig = field(default_factory=LLMConfig)
     lora: LoRAConfig = field(default_factory=LoRAConfig)
     merge_tokens: int = 4  # SPEC §1: 4 consecutive patch tokens of one row -> one LLM token
+    # Which patches one LLM token joins: "row" (SPEC §1, what the released weights expect:
+    # ``merge_tokens`` consecutive patches of one row, a 1x4 strip) or "square" (a k x k block,
+    # k = sqrt(merge_tokens): 2x2 for 4; same token count, so the same cost; for from-scratch
+    # models whose boxes need x as finely as y: docs/demo_model.md).
+    merge_layout: Literal["row", "square"] = "row"
     # What trains, stated explicitly (SPEC §1: projector + LoRA).  "vision" with
     # ``vision_trainable_blocks`` > 0 trains only the last N blocks.
     trainable: list[str] = field(default_factory=lambda: ["projector", "lora"])
@@ -201,7 +207,15 @@ class ModelConfig:
             raise ConfigError("trainable names 'lora' but lora.enabled is false; enable LoRA or drop 'lora'")
         if "llm" in self.trainable and self.lora.enabled and "lora" not in self.trainable:
             raise ConfigError("the full LLM trains but LoRA is enabled and frozen; set lora.enabled: false")
-        if self.vision.grid % self.merge_tokens:
+        if self.merge_layout == "square":
+            k = math.isqrt(self.merge_tokens)
+            if k * k != self.merge_tokens or self.vision.grid % k:
+                raise ConfigError(
+                    f"merge_layout square needs merge_tokens a square number whose root divides the patch "
+                    f"grid {self.vision.grid}, got merge_tokens {self.merge_tokens}; use 1, 4, 16 or "
+                    "merge_layout: row"
+                )
+        elif self.vision.grid % self.merge_tokens:
             raise ConfigError(
                 f"merge_tokens {self.merge_tokens} must divide the patch grid width {self.vision.grid} "
                 "(the 1x4 merge joins patches of one row)"

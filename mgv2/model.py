@@ -11,6 +11,7 @@ token ids and pixels only; :mod:`mgv2.prompt` owns the strings.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -57,6 +58,7 @@ class MiniGPTv2(nn.Module):
         llama_model: nn.Module,
         *,
         merge_tokens: int,
+        merge_layout: str = "row",
         pad_token_id: int,
         eos_token_id: int,
         image_embed_norm: str = "none",
@@ -72,6 +74,7 @@ class MiniGPTv2(nn.Module):
         self.llama_proj = llama_proj
         self.llama_model = llama_model
         self.merge_tokens = merge_tokens
+        self.merge_layout = merge_layout  # ModelConfig.merge_layout
         self.pad_token_id = pad_token_id
         self.eos_token_id = eos_token_id
         self.trainable_parts: tuple[str, ...] = ()
@@ -147,12 +150,11 @@ class MiniGPTv2(nn.Module):
 
     def embed_vision_features(self, feats: torch.Tensor) -> torch.Tensor:
         """The ViT's tokens (:meth:`vision_features`) -> image embeddings [N, T, D]: ``ln_vision``,
-        CLS dropped, 1x4 merge, projection (and the demo preset's norm / position table).  Training
+        CLS dropped, 1x4 (or 2x2) merge, projection (and the demo preset's norm / position table).  Training
         with a frozen ViT (``vision_cache``) computes the tokens once per picture and starts here."""
         feats = self.ln_vision(feats.to(self.ln_vision.weight.dtype))
         feats = feats[:, 1:, :]  # drop CLS
-        n, pn, hs = feats.shape
-        merged = feats.reshape(n, pn // self.merge_tokens, hs * self.merge_tokens)  # 1x4 row merge
+        merged = merge_patches(feats, self.merge_tokens, self.merge_layout)
         out = self.llama_proj(merged.to(self.llama_proj.weight.dtype))
         if self.image_embed_norm == "center_ln":
             out = out - out.mean(dim=1, keepdim=True)
@@ -250,6 +252,41 @@ class MiniGPTv2(nn.Module):
         return result
 
 
+def merge_patches(tokens: torch.Tensor, merge: int, layout: str = "row") -> torch.Tensor:
+    """Patch tokens [N, grid*grid, C] (raster order) -> LLM tokens [N, grid*grid / merge, merge*C],
+    each the concatenation of ``merge`` patches (``ModelConfig.merge_layout``): "row" (SPEC §1)
+    joins consecutive patches of one row; "square" joins a k x k block (k = sqrt(merge)), its
+    patches in raster order, the blocks in raster order."""
+    n, pn, c = tokens.shape
+    if layout == "row":
+        return tokens.reshape(n, pn // merge, c * merge)
+    if layout != "square":
+        raise ValueError(f"merge layout must be 'row' or 'square', got {layout!r}")
+    g, k = math.isqrt(pn), math.isqrt(merge)
+    if g * g != pn or k * k != merge or g % k:
+        raise ValueError(f"square merge of {merge} needs a square grid divisible by {k}, got {pn} tokens")
+    blocks = tokens.reshape(n, g // k, k, g // k, k, c).permute(0, 1, 3, 2, 4, 5)
+    return blocks.reshape(n, pn // merge, c * merge)
+
+
+def token_cell(cfg: ModelConfig) -> tuple[int, int]:
+    """(rows, columns) of patches that one LLM image token joins (``merge_layout`` row: 1 x
+    ``merge_tokens``; square: k x k)."""
+    m = cfg.merge_tokens
+    return (math.isqrt(m), math.isqrt(m)) if cfg.merge_layout == "square" else (1, m)
+
+
+def token_centres(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """Row and column centres (in patch units) of the LLM image-token grid of ``cfg``."""
+    grid = cfg.vision.grid
+
+    def centres(k: int) -> torch.Tensor:
+        return torch.arange(grid // k, dtype=torch.float64) * k + (k - 1) / 2
+
+    k_row, k_col = token_cell(cfg)
+    return centres(k_row), centres(k_col)
+
+
 def _image_pos_embed(cfg: ModelConfig, device) -> nn.Parameter | None:
     """``ModelConfig.image_pos_embed``: None, or the trainable table started as the 2D sin-cos
     table of the LLM image-token grid (``grid`` rows x ``grid / merge_tokens`` columns)."""
@@ -257,9 +294,8 @@ def _image_pos_embed(cfg: ModelConfig, device) -> nn.Parameter | None:
         return None
     from mgv2.vision import sincos_2d
 
-    m = cfg.merge_tokens
-    centres = torch.arange(cfg.vision.grid // m, dtype=torch.float64) * m + (m - 1) / 2  # in patch units
-    table = sincos_2d(cfg.vision.grid, cfg.llm.hidden_size, cols=centres)
+    rows, cols = token_centres(cfg)
+    table = sincos_2d(cfg.vision.grid, cfg.llm.hidden_size, cols=cols, rows=rows)
     return nn.Parameter(table.to(device))
 
 
@@ -299,6 +335,7 @@ def build_model(cfg: ModelConfig, *, pad_token_id: int, device: str | torch.devi
         proj,
         llm,
         merge_tokens=cfg.merge_tokens,
+        merge_layout=cfg.merge_layout,
         pad_token_id=pad_token_id,
         eos_token_id=cfg.llm.eos_token_id,
         image_embed_norm=cfg.image_embed_norm,

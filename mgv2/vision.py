@@ -144,23 +144,25 @@ class Block(nn.Module):
         return x + self.mlp(self.norm2(x)).to(x.dtype)
 
 
-def sincos_2d(grid: int, width: int, cols: Tensor | None = None) -> Tensor:
+def sincos_2d(grid: int, width: int, cols: Tensor | None = None, rows: Tensor | None = None) -> Tensor:
     """MAE's fixed 2D sin-cos position table [grid*grid, width] (raster order): half the
     channels encode the row, half the column, each as sin/cos pairs over geometric frequencies.
-    ``cols`` (positions, in the rows' units) gives a ``grid x len(cols)`` table instead."""
+    ``cols`` (positions, in the rows' units) gives a ``grid x len(cols)`` table instead, and
+    ``rows`` a ``len(rows)`` x columns one."""
     if width % 4:
         raise ValueError(f"sin-cos position embedding needs width divisible by 4, got {width}")
     quarter = width // 4
     omega = 1.0 / 10000 ** (torch.arange(quarter, dtype=torch.float64) / quarter)
     pos = torch.arange(grid, dtype=torch.float64)
     col_pos = pos if cols is None else torch.as_tensor(cols, dtype=torch.float64)
-    rows, cols_ = torch.meshgrid(pos, col_pos, indexing="ij")
+    row_pos = pos if rows is None else torch.as_tensor(rows, dtype=torch.float64)
+    rows_, cols_ = torch.meshgrid(row_pos, col_pos, indexing="ij")
 
     def enc(v: Tensor) -> Tensor:
         out = v.reshape(-1, 1) * omega.reshape(1, -1)
         return torch.cat((out.sin(), out.cos()), dim=1)
 
-    return torch.cat((enc(cols_), enc(rows)), dim=1).float()
+    return torch.cat((enc(cols_), enc(rows_)), dim=1).float()
 
 
 class EVAViT(nn.Module):

@@ -30,19 +30,21 @@ if str(ROOT) not in sys.path:
 from mgv2.config import ModelConfig, load_yaml
 from mgv2.image import load_image
 from mgv2.io import atomic_write_text
+from mgv2.model import merge_patches, token_cell
 from mgv2.pipeline import Pipeline
 
 MIN_COVER = 0.15
 
 
-def strip_labels(scene: dict, grid: int, merge: int, size: int) -> list[tuple[int, dict]]:
-    """(token index, object) for every token strip that an object's visible box covers enough."""
+def strip_labels(scene: dict, grid: int, cell: tuple[int, int], size: int) -> list[tuple[int, dict]]:
+    """(token index, object) for every token cell (``cell`` = rows x columns of patches, see
+    :func:`mgv2.model.token_cell`) that an object's visible box covers enough."""
     sx, sy = size / scene["width"], size / scene["height"]
     patch = size // grid
-    w, h = patch * merge, patch
+    w, h = patch * cell[1], patch * cell[0]
     out = []
-    for t in range(grid * grid // merge):
-        row, col = divmod(t, grid // merge)
+    for t in range(grid * grid // (cell[0] * cell[1])):
+        row, col = divmod(t, grid // cell[1])
         cx1, cy1 = col * w, row * h
         best, area = None, 0.0
         for o in scene["objects"]:
@@ -94,7 +96,7 @@ def token_views(pipe: Pipeline, pixels: torch.Tensor) -> dict[str, torch.Tensor]
     pass: each token's strip of raw pixels, the merged ViT output after ``ln_vision`` (what the
     projector receives) and the projected tokens (what the LLM receives)."""
     model, cfg = pipe.model.eval(), pipe.cfg
-    size, patch, merge = cfg.vision.img_size, cfg.vision.patch_size, cfg.merge_tokens
+    size, patch = cfg.vision.img_size, cfg.vision.patch_size
     grid = size // patch
     seen: list[torch.Tensor] = []
     hook = model.llama_proj.register_forward_pre_hook(lambda _mod, args: seen.append(args[0]))
@@ -104,15 +106,15 @@ def token_views(pipe: Pipeline, pixels: torch.Tensor) -> dict[str, torch.Tensor]
     finally:
         hook.remove()
     n = len(pixels)
-    strips = (pixels.reshape(n, 3, grid, patch, grid // merge, merge * patch).permute(0, 2, 4, 1, 3, 5)
-              .reshape(n, grid * grid // merge, -1))
+    patches = pixels.reshape(n, 3, grid, patch, grid, patch).permute(0, 2, 4, 1, 3, 5).reshape(n, grid * grid, -1)
+    strips = merge_patches(patches, cfg.merge_tokens, cfg.merge_layout)
     return {"pixels": strips, "vit_merged": seen.pop(), "projected": projected}
 
 
 def probe(pipe: Pipeline, data: Path, n_images: int, steps: int = 300) -> dict[str, dict[str, list[float]]]:
     """``{view: {"colour"|"kind": [accuracy, majority]}}`` over the first held-out pictures."""
     cfg = pipe.cfg
-    size, grid, merge = cfg.vision.img_size, cfg.vision.img_size // cfg.vision.patch_size, cfg.merge_tokens
+    size, grid = cfg.vision.img_size, cfg.vision.img_size // cfg.vision.patch_size
     scenes = read_scenes(data, "held_out", n_images)
     if not scenes:
         raise SystemExit(f"{data}/scenes.jsonl has no held-out pictures")
@@ -120,7 +122,7 @@ def probe(pipe: Pipeline, data: Path, n_images: int, steps: int = 300) -> dict[s
     colour, kind = [], []
     for s in scenes:
         got = token_views(pipe, pipe.processor(load_image(data / "images" / s["file_name"]))[None])
-        for t, obj in strip_labels(s, grid, merge, size):
+        for t, obj in strip_labels(s, grid, token_cell(cfg), size):
             colour.append(obj["color"])
             kind.append(obj["kind"])
             for view, rows in views.items():

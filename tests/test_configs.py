@@ -52,6 +52,8 @@ def test_7b_preset_is_the_official_shape():
         ({"vision_precision": "fp8"}, "not one of"),
         ({"llm": {"hidden_size": 100, "num_heads": 32}}, "divisible"),
         ({"merge_tokens": 3}, "merge_tokens"),
+        ({"merge_tokens": 2, "merge_layout": "square"}, "square number"),
+        ({"merge_layout": "diagonal"}, "not one of"),
         ({"llm": {"load_in_8bit": "yes"}}, "true/false"),
     ],
 )

@@ -104,13 +104,19 @@ def test_image_pos_embed_is_a_trainable_projector_table_saved_and_required(tmp_p
 
     from mgv2.checkpoint import load_checkpoint_folder, save_checkpoint
     from mgv2.errors import CheckpointError
-    from mgv2.model import build_model
+    from mgv2.model import build_model, token_centres
 
     small = ["vision.depth=1", "vision.width=32", "llm.num_layers=1", "llm.hidden_size=32",
              "llm.intermediate_size=64", "llm.num_heads=2", "llm.num_kv_heads=2", "trainable=[projector]"]
     cfg = load_yaml(ModelConfig, ROOT / "configs/model/demo.yaml", small + ["image_pos_embed=sincos"])
     model = build_model(cfg, pad_token_id=0)
-    rows, cols = cfg.vision.grid, cfg.vision.grid // cfg.merge_tokens
+    rows, cols = (len(c) for c in token_centres(cfg))
+    assert (rows, cols) == (cfg.vision.grid, cfg.vision.grid // cfg.merge_tokens)  # 1x4 strips
+    square_cfg = load_yaml(ModelConfig, ROOT / "configs/model/demo.yaml", small + ["image_pos_embed=sincos",
+                                                                                   "merge_layout=square"])
+    square = build_model(square_cfg, pad_token_id=0).image_pos_embed
+    k = cfg.vision.grid // 2  # 2x2 blocks: grid/2 x grid/2 tokens
+    assert square.shape == (k * k, 32) and len({tuple(r.tolist()) for r in square}) == k * k
     table = model.image_pos_embed
     assert table.shape == (rows * cols, 32) == (cfg.num_image_tokens, 32)
     assert len({tuple(r.tolist()) for r in table}) == rows * cols  # every token position distinct

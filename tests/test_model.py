@@ -115,6 +115,22 @@ def test_token_merge_is_one_by_four_in_raster_order(tiny_pipeline):
     torch.testing.assert_close(got[0, 0], m.llama_proj(manual)[0])
 
 
+def test_square_merge_joins_two_by_two_blocks():
+    from mgv2.model import merge_patches
+
+    grid, c = 4, 3
+    tokens = torch.arange(grid * grid * c, dtype=torch.float32).reshape(1, grid * grid, c)
+    square = merge_patches(tokens, 4, "square")
+    assert square.shape == (1, 4, 4 * c)
+    # block (0, 1) = patches (0, 2), (0, 3), (1, 2), (1, 3) = raster 2, 3, 6, 7
+    torch.testing.assert_close(square[0, 1], torch.cat([tokens[0, i] for i in (2, 3, 6, 7)]))
+    torch.testing.assert_close(square[0, 2], torch.cat([tokens[0, i] for i in (8, 9, 12, 13)]))
+    row = merge_patches(tokens, 4, "row")
+    torch.testing.assert_close(row[0, 1], torch.cat([tokens[0, i] for i in (4, 5, 6, 7)]))
+    with pytest.raises(ValueError, match="square merge"):
+        merge_patches(tokens[:, :12], 4, "square")
+
+
 def test_backward_reaches_exactly_the_trainable_parameters(tiny_pipeline, scene_image):
     model = tiny_pipeline.model
     model.train()

@@ -18,8 +18,12 @@ def test_strip_labels_follow_the_visible_boxes():
         {"visible_box": [0, 0, 64, 16], "color": "red", "kind": "ball"},      # 32x16 px at 128: half of strip 0
         {"visible_box": [130, 112, 256, 128], "color": "blue", "kind": "cup"},  # bottom-right strip
     ]}
-    got = {t: o["color"] for t, o in pit.strip_labels(scene, grid=8, merge=4, size=128)}
+    got = {t: o["color"] for t, o in pit.strip_labels(scene, grid=8, cell=(1, 4), size=128)}
     assert got == {0: "red", 15: "blue"}
+    # 2x2 cells (merge_layout: square): 4 x 4 tokens of 32 x 32 px; red (32 x 16 px) covers half
+    # of token 0, blue (x 65-128, y 112-128) the bottom halves of tokens 14 and 15
+    got = {t: o["color"] for t, o in pit.strip_labels(scene, grid=8, cell=(2, 2), size=128)}
+    assert got == {0: "red", 14: "blue", 15: "blue"}
 
 
 def test_linear_probe_finds_a_linear_label_and_not_a_shuffled_one():
