@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
 from mgv2.config import ModelConfig, save_yaml
@@ -164,12 +165,30 @@ def _saved_tensors(model) -> dict[str, torch.Tensor]:
     return {n: p.detach().to("cpu").contiguous() for part in keep for n, p in parts[part]}
 
 
+def checkpoint_metadata(model, fmt: str = "mgv2") -> dict[str, str]:
+    """The safetensors header of an mgv2 checkpoint: its format and the settings that change what
+    the saved tensors mean without changing their shapes (``merge_layout``: a row-merge
+    projector loaded into a square-merge model would fit and read the wrong patches)."""
+    return {"format": fmt, "merge_layout": model.merge_layout}
+
+
+def check_metadata(model, meta: dict[str, str] | None, where: Path) -> None:
+    """Refuse a checkpoint whose header says it was trained with another ``merge_layout``
+    (checkpoints written before the key existed are row-merge: the only layout then)."""
+    saved = (meta or {}).get("merge_layout", "row")
+    if saved != model.merge_layout:
+        raise CheckpointError(
+            f"{where} was trained with merge_layout: {saved}, this model config has merge_layout: "
+            f"{model.merge_layout}; load it with the config.yaml saved beside it (or set merge_layout={saved})"
+        )
+
+
 def save_checkpoint(model, cfg: ModelConfig, out_dir: str | Path, extra: dict | None = None) -> Path:
     """Write an mgv2 checkpoint folder atomically (temp folder, then rename)."""
     out_dir = Path(out_dir)
     with atomic_dir(out_dir) as tmp:
         tensors = _saved_tensors(model)
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "mgv2", **(extra or {})})
+        save_file(tensors, str(tmp / "model.safetensors"), metadata={**checkpoint_metadata(model), **(extra or {})})
         if hasattr(model.llama_model, "peft_config"):
             model.llama_model.save_pretrained(str(tmp / "adapter"))
         save_yaml(cfg, tmp / "config.yaml")
@@ -183,6 +202,8 @@ def load_checkpoint_folder(model, folder: str | Path) -> LoadReport:
     if not weights.is_file():
         raise CheckpointError(f"{folder} is not an mgv2 checkpoint folder (no model.safetensors)")
     report = LoadReport(str(folder))
+    with safe_open(str(weights), framework="pt") as f:
+        check_metadata(model, f.metadata(), weights)
     state = load_file(str(weights))
     ours = model.state_dict()
     bad = [f"{k}: file {tuple(v.shape)}, model {tuple(ours[k].shape)}" for k, v in state.items()
@@ -256,7 +277,7 @@ def export_merged(model, cfg: ModelConfig, tokenizer, out_dir: str | Path) -> Pa
             for k, v in model.state_dict().items()
             if k.startswith(("visual_encoder.", "ln_vision.", "llama_proj.", "image_pos_embed"))
         }
-        save_file(tensors, str(tmp / "model.safetensors"), metadata={"format": "mgv2-merged"})
+        save_file(tensors, str(tmp / "model.safetensors"), metadata=checkpoint_metadata(model, "mgv2-merged"))
         merged_cfg = dataclasses.replace(
             cfg,
             llm=dataclasses.replace(cfg.llm, path="llm", tokenizer="llm"),

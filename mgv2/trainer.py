@@ -688,10 +688,12 @@ def _save_full_state(model, cfg, out_dir: Path, full: dict[str, torch.Tensor]) -
     """The mgv2 checkpoint folder from gathered tensors (FSDP): same layout as save_checkpoint."""
     from safetensors.torch import save_file
 
+    from mgv2.checkpoint import checkpoint_metadata
+
     out_dir.mkdir(parents=True, exist_ok=True)
     lora = {k: v for k, v in full.items() if ".lora_" in k}
     rest = {k: v.contiguous() for k, v in full.items() if ".lora_" not in k}
-    save_file(rest, str(out_dir / "model.safetensors"), metadata={"format": "mgv2"})
+    save_file(rest, str(out_dir / "model.safetensors"), metadata=checkpoint_metadata(model))
     if lora:
         peft_sd = {k.removeprefix("llama_model."): v for k, v in lora.items()}
         model.llama_model.save_pretrained(str(out_dir / "adapter"), state_dict=peft_sd)

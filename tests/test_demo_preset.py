@@ -142,3 +142,25 @@ def test_image_pos_embed_is_a_trainable_projector_table_saved_and_required(tmp_p
     with pytest.raises(CheckpointError, match="image_pos_embed"):
         load_checkpoint_folder(build_model(cfg, pad_token_id=0), plain)
     assert build_model(plain_cfg, pad_token_id=0).image_pos_embed is None  # official default: none
+
+
+def test_a_checkpoint_of_one_merge_layout_does_not_load_into_the_other(tmp_path):
+    """Row and square merges give projectors of one shape: the checkpoint header tells them apart."""
+    import pytest
+
+    from mgv2.checkpoint import load_checkpoint_folder, save_checkpoint
+    from mgv2.errors import CheckpointError
+    from mgv2.model import build_model
+
+    small = ["vision.depth=1", "vision.width=32", "llm.num_layers=1", "llm.hidden_size=32",
+             "llm.intermediate_size=64", "llm.num_heads=2", "llm.num_kv_heads=2", "trainable=[projector]"]
+    row_cfg = load_yaml(ModelConfig, ROOT / "configs/model/demo.yaml", small + ["merge_layout=row"])
+    square_cfg = load_yaml(ModelConfig, ROOT / "configs/model/demo.yaml", small + ["merge_layout=square"])
+    row = save_checkpoint(build_model(row_cfg, pad_token_id=0), row_cfg, tmp_path / "row")
+    square = save_checkpoint(build_model(square_cfg, pad_token_id=0), square_cfg, tmp_path / "square")
+    load_checkpoint_folder(build_model(square_cfg, pad_token_id=0), square)
+    load_checkpoint_folder(build_model(row_cfg, pad_token_id=0), row)
+    with pytest.raises(CheckpointError, match="merge_layout: row, this model config has merge_layout: square"):
+        load_checkpoint_folder(build_model(square_cfg, pad_token_id=0), row)
+    with pytest.raises(CheckpointError, match="merge_layout: square"):
+        load_checkpoint_folder(build_model(row_cfg, pad_token_id=0), square)
