@@ -207,21 +207,30 @@ class ModelConfig:
             raise ConfigError("trainable names 'lora' but lora.enabled is false; enable LoRA or drop 'lora'")
         if "llm" in self.trainable and self.lora.enabled and "lora" not in self.trainable:
             raise ConfigError("the full LLM trains but LoRA is enabled and frozen; set lora.enabled: false")
+        k_row, k_col = self.token_cell
         if self.merge_layout == "square":
-            k = math.isqrt(self.merge_tokens)
-            if k * k != self.merge_tokens or self.vision.grid % k:
+            if k_row * k_col != self.merge_tokens or self.vision.grid % k_row:
                 raise ConfigError(
                     f"merge_layout square needs merge_tokens a square number whose root divides the patch "
                     f"grid {self.vision.grid}, got merge_tokens {self.merge_tokens}; use 1, 4, 16 or "
                     "merge_layout: row"
                 )
-        elif self.vision.grid % self.merge_tokens:
+        elif self.vision.grid % k_col:
             raise ConfigError(
                 f"merge_tokens {self.merge_tokens} must divide the patch grid width {self.vision.grid} "
                 "(the 1x4 merge joins patches of one row)"
             )
         if self.vision_trainable_blocks < 0 or self.vision_trainable_blocks > self.vision.depth:
             raise ConfigError(f"vision_trainable_blocks must be in 0..{self.vision.depth}")
+
+    @property
+    def token_cell(self) -> tuple[int, int]:
+        """(rows, columns) of patches that one LLM image token joins: 1 x ``merge_tokens`` for
+        ``merge_layout`` row, k x k (k = sqrt(merge_tokens)) for square."""
+        if self.merge_layout == "square":
+            k = math.isqrt(self.merge_tokens)
+            return k, k
+        return 1, self.merge_tokens
 
     @property
     def num_image_tokens(self) -> int:

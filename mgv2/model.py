@@ -269,13 +269,6 @@ def merge_patches(tokens: torch.Tensor, merge: int, layout: str = "row") -> torc
     return blocks.reshape(n, pn // merge, c * merge)
 
 
-def token_cell(cfg: ModelConfig) -> tuple[int, int]:
-    """(rows, columns) of patches that one LLM image token joins (``merge_layout`` row: 1 x
-    ``merge_tokens``; square: k x k)."""
-    m = cfg.merge_tokens
-    return (math.isqrt(m), math.isqrt(m)) if cfg.merge_layout == "square" else (1, m)
-
-
 def token_centres(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
     """Row and column centres (in patch units) of the LLM image-token grid of ``cfg``."""
     grid = cfg.vision.grid
@@ -283,7 +276,7 @@ def token_centres(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
     def centres(k: int) -> torch.Tensor:
         return torch.arange(grid // k, dtype=torch.float64) * k + (k - 1) / 2
 
-    k_row, k_col = token_cell(cfg)
+    k_row, k_col = cfg.token_cell
     return centres(k_row), centres(k_col)
 
 

@@ -30,7 +30,7 @@ if str(ROOT) not in sys.path:
 from mgv2.config import ModelConfig, load_yaml
 from mgv2.image import load_image
 from mgv2.io import atomic_write_text
-from mgv2.model import merge_patches, token_cell
+from mgv2.model import merge_patches
 from mgv2.pipeline import Pipeline
 
 MIN_COVER = 0.15
@@ -38,7 +38,7 @@ MIN_COVER = 0.15
 
 def strip_labels(scene: dict, grid: int, cell: tuple[int, int], size: int) -> list[tuple[int, dict]]:
     """(token index, object) for every token cell (``cell`` = rows x columns of patches, see
-    :func:`mgv2.model.token_cell`) that an object's visible box covers enough."""
+    :attr:`mgv2.config.ModelConfig.token_cell`) that an object's visible box covers enough."""
     sx, sy = size / scene["width"], size / scene["height"]
     patch = size // grid
     w, h = patch * cell[1], patch * cell[0]
@@ -122,7 +122,7 @@ def probe(pipe: Pipeline, data: Path, n_images: int, steps: int = 300) -> dict[s
     colour, kind = [], []
     for s in scenes:
         got = token_views(pipe, pipe.processor(load_image(data / "images" / s["file_name"]))[None])
-        for t, obj in strip_labels(s, grid, token_cell(cfg), size):
+        for t, obj in strip_labels(s, grid, cfg.token_cell, size):
             colour.append(obj["color"])
             kind.append(obj["kind"])
             for view, rows in views.items():
