@@ -74,6 +74,9 @@ class Benchmark:
     default_data: Path | None = None
     description: str = ""
     max_new_tokens: int = 20  # greedy decoding length (SPEC §7); ``--max-new-tokens`` overrides
+    # splits a user may name but that "all" leaves out (refer: ``train``, to measure the fit on the
+    # training expressions beside the held-out ones; only the refer layout has it)
+    extra_splits: tuple[str, ...] = ()
 
     @property
     def default_split(self) -> str:
@@ -84,8 +87,9 @@ class Benchmark:
             return [self.default_split]
         if split == "all":
             return list(self.splits)
-        if split not in self.splits:
-            raise MGV2Error(f"{self.name} has splits {', '.join(self.splits)} (or all), not {split!r}")
+        if split not in self.splits + self.extra_splits:
+            named = ", ".join(self.splits + self.extra_splits)
+            raise MGV2Error(f"{self.name} has splits {named} (all = {', '.join(self.splits)}), not {split!r}")
         return [split]
 
     def prompt(self, record) -> str:
@@ -136,6 +140,12 @@ def _refer(dataset: str) -> Callable[[Source, str], list]:
             return read_refcoco(data, dataset, split, SPLIT_BY[dataset], images=src.images)
         if (data / f"{dataset}_{split}.json").is_file():
             return read_refcoco_eval_json(data / f"{dataset}_{split}.json", images=src.images)
+        if split == "train":
+            raise DataError(
+                f"{dataset} split train: {data / dataset / 'instances.json'} not found; the train split needs "
+                f"the refer layout (the folder that holds {dataset}/instances.json and refs(unc).p, e.g. "
+                "runs/demo_synth), not the evaluation jsons"
+            )
         raise DataError(
             f"{dataset}: found neither {data / dataset / 'instances.json'} (refer layout) nor "
             f"{data / f'{dataset}_{split}.json'} (MiniGPT-v2 eval json)"
@@ -240,6 +250,7 @@ BENCHMARKS: dict[str, Benchmark] = {
             Benchmark(
                 name, "refer", splits, _refer(name), "refer", default_data=SHARED_DATA / "refcoco_eval",
                 description=f"{name} Acc@0.5 per expression ([refer] give me the location of {{sent}})",
+                extra_splits=("train",),
             )
             for name, splits in (
                 ("refcoco", ("val", "testA", "testB")),

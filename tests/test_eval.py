@@ -19,6 +19,7 @@ from eval.metrics import box_iou, is_hit
 from eval.scoring import score_refer, score_vqa
 from mgv2 import boxes
 from mgv2.cli import main
+from mgv2.errors import MGV2Error
 from tasks.readers.base import DataError
 from tasks.records import RegionRecord, VQARecord
 
@@ -446,6 +447,31 @@ def test_run_info_mismatch_is_refused(tmp_path):
     check_run_info(tmp_path, {"model": "a", "seed": 0}, DistInfo())
     with pytest.raises(ResumeError, match="seed"):
         check_run_info(tmp_path, {"model": "a", "seed": 1}, DistInfo())
+
+
+def test_refer_train_split_from_refer_layout(tmp_path, capsys, synth):
+    """``--split train`` scores the training expressions (the fit beside the held-out splits);
+    "all" leaves it out and the evaluation-json layout, which has no train file, says what to pass."""
+    from eval.benchmarks import get_benchmark
+    from tasks.readers.refcoco import read_refcoco
+
+    bench = get_benchmark("refcoco")
+    assert bench.resolve_splits("train") == ["train"] and "train" not in bench.resolve_splits("all")
+    with pytest.raises(MGV2Error, match="val, testA, testB, train"):
+        bench.resolve_splits("test")
+    train = read_refcoco(synth, "refcoco", "train", "unc", images=synth / "images")
+    preds = write_jsonl(tmp_path / "p.jsonl", (
+        {"index": i, "answer": boxes.format_box(r.box_xyxy, r.width, r.height)} for i, r in enumerate(train)
+    ))
+    rc, out, _ = run_cli(["eval", "refcoco", "--split", "train", "--data", str(synth), "--images",
+                          str(synth / "images"), "--predictions", str(preds), "--json", "--out", str(tmp_path / "r")],
+                         capsys)
+    assert rc == 0
+    m = json.loads(out)["splits"]["train"]
+    assert m["n"] == len(train) > 0 and m["acc50"] > 0.9
+    rc, _, err = run_cli(["eval", "refcoco", "--split", "train", "--data", str(synth / "refcoco_eval"),
+                          "--predictions", str(preds), "--out", str(tmp_path / "e")], capsys)
+    assert rc != 0 and "refer layout" in err
 
 
 def test_vqa_benchmark_end_to_end_on_synthetic_world(tmp_path, capsys, synth):
