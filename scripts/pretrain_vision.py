@@ -33,6 +33,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from eval.metrics import box_iou
 from mgv2.config import DEFAULT_MODEL, ModelConfig, ScheduleConfig, load_yaml
 from mgv2.image import ImageProcessor, load_image
 from mgv2.io import atomic_path
@@ -41,9 +42,10 @@ from mgv2.synth.world import COLOR_NAMES, KINDS, scene_from_manifest
 SUBCELLS = 4  # occupancy targets per patch side
 
 
-def patch_labels(entry: dict, size: int, patch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """``(kind [g*g], colour [g*g], occupancy [g*g, SUBCELLS**2])`` of one scene, in the model's
-    ``size`` x ``size`` input frame (the picture is resized without keeping its aspect ratio)."""
+def _owners(entry: dict, size: int, patch: int) -> tuple[np.ndarray, np.ndarray, list]:
+    """``(owner [size, size], major [g*g], objects)``: which object (k + 1, 0 background) shows at
+    each pixel of the model's ``size`` x ``size`` input frame (the picture is resized without
+    keeping its aspect ratio), and which covers most of each patch."""
     scene = scene_from_manifest(entry)
     sx, sy = size / scene.width, size / scene.height
     owner = np.zeros((size, size), np.int32)  # 0 background, k + 1 = objects[k]
@@ -53,41 +55,68 @@ def patch_labels(entry: dict, size: int, patch: int) -> tuple[np.ndarray, np.nda
         for poly in getattr(geom, "geoms", [geom]):
             pts = np.asarray(poly.exterior.coords) * (sx, sy)
             cv2.fillPoly(owner, [np.round(pts).astype(np.int32)], k + 1)
-    kind_of = np.asarray([0] + [1 + KINDS.index(o.kind) for o in objects])
-    colour_of = np.asarray([0] + [1 + COLOR_NAMES.index(o.color) for o in objects])
     g = size // patch
     cells = owner.reshape(g, patch, g, patch).transpose(0, 2, 1, 3).reshape(g * g, patch * patch)
     major = np.asarray([np.bincount(c, minlength=len(objects) + 1).argmax() for c in cells])
+    return owner, major, objects
+
+
+def patch_labels(entry: dict, size: int, patch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """``(kind [g*g], colour [g*g], occupancy [g*g, SUBCELLS**2])`` of one scene, in the model's
+    ``size`` x ``size`` input frame."""
+    owner, major, objects = _owners(entry, size, patch)
+    kind_of = np.asarray([0] + [1 + KINDS.index(o.kind) for o in objects])
+    colour_of = np.asarray([0] + [1 + COLOR_NAMES.index(o.color) for o in objects])
+    g = size // patch
     sub = patch // SUBCELLS
     occ = (owner > 0).reshape(g, SUBCELLS, sub, g, SUBCELLS, sub).mean(axis=(2, 5)) > 0.5
     occ = occ.transpose(0, 2, 1, 3).reshape(g * g, SUBCELLS * SUBCELLS)
     return kind_of[major], colour_of[major], occ.astype(np.float32)
 
 
-def load_split(data: Path, entries: list[dict], processor: ImageProcessor, patch: int, desc: str):
-    pixels, kinds, colours, occs = [], [], [], []
+def patch_boxes(entry: dict, size: int, patch: int) -> np.ndarray:
+    """``[g*g, 4]``: the visible box ``(x1, y1, x2, y2) / size`` of the object that covers most of
+    each patch (zeros for background patches), so that one patch token can carry its object's extent."""
+    owner, major, objects = _owners(entry, size, patch)
+    extent = np.zeros((len(objects) + 1, 4), np.float32)
+    for k in range(1, len(objects) + 1):
+        ys, xs = np.nonzero(owner == k)
+        if len(xs):
+            extent[k] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+    return extent[major] / size
+
+
+def load_split(data: Path, entries: list[dict], processor: ImageProcessor, patch: int, desc: str,
+               boxes: bool = False):
+    """``(pixels, kind, colour, occupancy)`` tensors of the pictures, and their patch boxes when asked."""
+    pixels, kinds, colours, occs, extents = [], [], [], [], []
     for e in tqdm(entries, desc=desc, unit="img"):
         pixels.append(processor(load_image(data / "images" / e["file_name"])))
         k, c, o = patch_labels(e, processor.size, patch)
         kinds.append(torch.from_numpy(k))
         colours.append(torch.from_numpy(c))
         occs.append(torch.from_numpy(o))
-    return torch.stack(pixels), torch.stack(kinds).long(), torch.stack(colours).long(), torch.stack(occs)
+        if boxes:
+            extents.append(torch.from_numpy(patch_boxes(e, processor.size, patch)))
+    out = (torch.stack(pixels), torch.stack(kinds).long(), torch.stack(colours).long(), torch.stack(occs))
+    return out + (torch.stack(extents),) if boxes else out
 
 
 class PatchHeads(nn.Module):
     """Per-patch kind / colour / occupancy heads on the ViT's patch tokens (thrown away after)."""
 
-    def __init__(self, width: int) -> None:
+    def __init__(self, width: int, boxes: bool = False) -> None:
         super().__init__()
         self.norm = nn.LayerNorm(width)
         self.kind = nn.Linear(width, 1 + len(KINDS))
         self.colour = nn.Linear(width, 1 + len(COLOR_NAMES))
         self.occ = nn.Linear(width, SUBCELLS * SUBCELLS)
+        self.box = nn.Linear(width, 4) if boxes else None  # the owner's box, (x1, y1, x2, y2) / size
 
     def forward(self, tokens: torch.Tensor):
         x = self.norm(tokens[:, 1:])  # drop CLS
-        return self.kind(x), self.colour(x), self.occ(x)
+        box = None if self.box is None else torch.sigmoid(self.box(x))
+        return self.kind(x), self.colour(x), self.occ(x), box
 
 
 def mirror(px, kind, colour, occ):
@@ -101,28 +130,40 @@ def mirror(px, kind, colour, occ):
     return px.flip(-1), flip(kind), flip(colour), occ
 
 
-def losses(vit, heads, px, kind, colour, occ):
-    k, c, o = heads(vit(px))
+def losses(vit, heads, px, kind, colour, occ, box=None, box_weight: float = 0.0):
+    k, c, o, b = heads(vit(px))
     ce = nn.functional.cross_entropy
     loss = ce(k.flatten(0, 1), kind.flatten()) + ce(c.flatten(0, 1), colour.flatten()) \
         + nn.functional.binary_cross_entropy_with_logits(o, occ)
-    return loss, (k.argmax(-1), c.argmax(-1), o > 0)
+    if b is not None and box is not None:  # L1 on the object patches' boxes
+        on = kind > 0
+        loss = loss + box_weight * (b[on] - box[on]).abs().mean() if on.any() else loss
+    return loss, (k.argmax(-1), c.argmax(-1), o > 0, b)
 
 
 @torch.no_grad()
 def accuracies(vit, heads, split, batch: int) -> dict[str, float]:
-    px, kind, colour, occ = split
-    hits = np.zeros(4)
+    px, kind, colour, occ = split[:4]
+    box = split[4] if len(split) > 4 else None
+    hits = np.zeros(6)
     n_obj = 0
     for i in range(0, len(px), batch):
-        _, (k, c, o) = losses(vit, heads, px[i:i + batch], kind[i:i + batch], colour[i:i + batch], occ[i:i + batch])
-        on = kind[i:i + batch] > 0
-        hits += [(k == kind[i:i + batch]).sum(), ((k == kind[i:i + batch]) & on).sum(),
-                 ((c == colour[i:i + batch]) & on).sum(), (o == (occ[i:i + batch] > 0.5)).float().mean(-1).sum()]
+        part = slice(i, i + batch)
+        _, (k, c, o, b) = losses(vit, heads, px[part], kind[part], colour[part], occ[part])
+        on = kind[part] > 0
+        hits[:4] += [(k == kind[part]).sum(), ((k == kind[part]) & on).sum(),
+                     ((c == colour[part]) & on).sum(), (o == (occ[part] > 0.5)).float().mean(-1).sum()]
+        if b is not None and box is not None and on.any():
+            iou = torch.from_numpy(np.asarray(
+                [box_iou(tuple(p), tuple(t)) for p, t in zip(b[on].tolist(), box[part][on].tolist())]))
+            hits[4:] += [float(iou.sum()), float((iou >= 0.5).sum())]
         n_obj += int(on.sum())
     n = kind.numel()
-    return {"patch_kind_acc": hits[0] / n, "object_patch_kind_acc": hits[1] / max(1, n_obj),
-            "object_patch_colour_acc": hits[2] / max(1, n_obj), "occupancy_acc": hits[3] / n}
+    out = {"patch_kind_acc": hits[0] / n, "object_patch_kind_acc": hits[1] / max(1, n_obj),
+           "object_patch_colour_acc": hits[2] / max(1, n_obj), "occupancy_acc": hits[3] / n}
+    if box is not None and heads.box is not None:  # each object patch's box against its object's
+        out.update(object_patch_box_miou=hits[4] / max(1, n_obj), object_patch_box_acc50=hits[5] / max(1, n_obj))
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -137,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="use only the first N train images (tests)")
     ap.add_argument("--flip", action="store_true",
                     help="mirror a random half of each batch (pictures and labels) left to right")
+    ap.add_argument("--box-weight", type=float, default=0.0,
+                    help="also train each patch to give the box of the object that covers it (L1, this weight; 0 = off)")
     ap.add_argument("--eval-every", type=int, default=0,
                     help="also score the first 1000 held-out pictures every N steps (a learning curve in the report)")
     args = ap.parse_args(argv)
@@ -148,18 +191,23 @@ def main(argv: list[str] | None = None) -> int:
     if not manifest.is_file():
         raise SystemExit(f"{data} has no scenes.jsonl: make it with `mgv2 synth --out {data}`")
     cfg = load_yaml(ModelConfig, args.model).vision
+    if args.box_weight < 0:
+        raise SystemExit(f"--box-weight must be >= 0, got {args.box_weight}")
+    boxes = args.box_weight > 0
+    if boxes and args.flip:
+        raise SystemExit("--flip does not mirror the patch boxes yet; use one of --flip / --box-weight")
     if cfg.patch_size % SUBCELLS:
         raise SystemExit(f"vision.patch_size {cfg.patch_size} must be a multiple of {SUBCELLS}")
     entries = [json.loads(x) for x in manifest.read_text().splitlines() if x.strip()]
     train = [e for e in entries if e["split"] == "train"][: args.limit]
     held = [e for e in entries if e["split"] != "train"][: max(64, (args.limit or 0) // 4) if args.limit else None]
     processor = ImageProcessor(size=cfg.img_size)
-    train_t = load_split(data, train, processor, cfg.patch_size, "train pictures")
-    held_t = load_split(data, held, processor, cfg.patch_size, "held-out pictures")
+    train_t = load_split(data, train, processor, cfg.patch_size, "train pictures", boxes)
+    held_t = load_split(data, held, processor, cfg.patch_size, "held-out pictures", boxes)
 
     torch.manual_seed(args.seed)
     vit = EVAViT(cfg)  # the same random init as the preset (pos_embed_init included)
-    heads = PatchHeads(cfg.width)
+    heads = PatchHeads(cfg.width, boxes)
     params = list(vit.parameters()) + list(heads.parameters())
     groups = param_groups(nn.ModuleList([vit, heads]), weight_decay=0.05)  # the trainer's decay rules
     for g in groups:
@@ -179,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
             flipped = mirror(*(t[half] for t in batch))
             for t, f in zip(batch, flipped):
                 t[half] = f
-        loss, _ = losses(vit, heads, *batch)
+        loss, _ = losses(vit, heads, *batch, box_weight=args.box_weight)
         if not torch.isfinite(loss):
             raise SystemExit(f"step {step}: loss is {loss.item()}; lower --lr")
         opt.zero_grad(set_to_none=True)
@@ -210,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         torch.save({k: v.detach().clone() for k, v in vit.state_dict().items()}, tmp)
-    report = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "flip": args.flip, "minutes": round(minutes, 2),
+    report = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "flip": args.flip, "box_weight": args.box_weight, "minutes": round(minutes, 2),
               "train_pictures": len(train), "heldout_pictures": len(held), **{k: float(v) for k, v in acc.items()},
               "curve": [{k: float(v) for k, v in point.items()} for point in curve]}
     with atomic_path(out.with_suffix(".json")) as tmp:

@@ -62,6 +62,46 @@ def test_patch_labels_follow_the_visible_objects(world):
     assert checked >= 50, checked  # 73 on this world
 
 
+def test_patch_boxes_are_the_owners_visible_extent(world):
+    """Each object patch carries the frame box of the object that covers most of it: the same box
+    for every patch of one object, a box that holds the patch's own object pixels, zeros elsewhere."""
+    entries = [json.loads(x) for x in (world / "scenes.jsonl").read_text().splitlines()]
+    size, patch = 128, 16
+    g = size // patch
+    for e in entries[:20]:
+        kind, _, _ = pv.patch_labels(e, size, patch)
+        box = pv.patch_boxes(e, size, patch)
+        owner, major, _ = pv._owners(e, size, patch)
+        assert box.shape == (g * g, 4) and (box[kind == 0] == 0).all()
+        on = kind > 0
+        assert (box[on, 0] < box[on, 2]).all() and (box[on, 1] < box[on, 3]).all()
+        assert (box >= 0).all() and (box <= 1).all()
+        for k in set(major[on].tolist()):
+            same = box[major == k]
+            assert (same == same[0]).all()  # one box per object
+            ys, xs = np.nonzero(owner == k)
+            assert tuple(same[0] * size) == (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
+        for p in np.flatnonzero(on):  # the patch overlaps its object's box
+            r, c = divmod(int(p), g)
+            x1, y1, x2, y2 = box[p] * size
+            assert x1 < (c + 1) * patch and x2 > c * patch and y1 < (r + 1) * patch and y2 > r * patch
+
+
+def test_box_head_trains_and_reports(world, tmp_path):
+    out = tmp_path / "vision0.pth"
+    model = str(ROOT / "configs" / "model" / "demo.yaml")
+    assert pv.main(["--data", str(world), "--out", str(out), "--model", model, "--steps", "3",
+                    "--batch", "4", "--limit", "12", "--box-weight", "5"]) == 0
+    report = json.loads(out.with_suffix(".json").read_text())
+    assert report["box_weight"] == 5 and 0.0 <= report["object_patch_box_miou"] <= 1.0
+    assert set(torch.load(out, weights_only=True)) == set(EVAViT(load_yaml(ModelConfig, model).vision).state_dict())
+    with pytest.raises(SystemExit, match="--flip"):
+        pv.main(["--data", str(world), "--out", str(out), "--model", model, "--steps", "1", "--flip",
+                 "--box-weight", "1", "--limit", "4"])
+    with pytest.raises(SystemExit, match="--box-weight must be >= 0"):
+        pv.main(["--data", str(world), "--out", str(out), "--model", model, "--steps", "1", "--box-weight", "-1"])
+
+
 def test_pretrained_encoder_loads_as_vision_checkpoint(world, tmp_path):
     out = tmp_path / "vision0.pth"
     model = str(ROOT / "configs" / "model" / "demo.yaml")
