@@ -64,26 +64,32 @@ def _owners(entry: dict, size: int, patch: int) -> tuple[np.ndarray, np.ndarray,
 def patch_labels(entry: dict, size: int, patch: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """``(kind [g*g], colour [g*g], occupancy [g*g, SUBCELLS**2])`` of one scene, in the model's
     ``size`` x ``size`` input frame."""
-    owner, major, objects = _owners(entry, size, patch)
+    return _labels(*_owners(entry, size, patch), patch)
+
+
+def patch_boxes(entry: dict, size: int, patch: int) -> np.ndarray:
+    """``[g*g, 4]``: the visible box ``(x1, y1, x2, y2) / size`` of the object that covers most of
+    each patch (zeros for background patches), so that one patch token can carry its object's extent."""
+    return _boxes(*_owners(entry, size, patch))
+
+
+def _labels(owner: np.ndarray, major: np.ndarray, objects: list, patch: int):
     kind_of = np.asarray([0] + [1 + KINDS.index(o.kind) for o in objects])
     colour_of = np.asarray([0] + [1 + COLOR_NAMES.index(o.color) for o in objects])
-    g = size // patch
+    g = len(owner) // patch
     sub = patch // SUBCELLS
     occ = (owner > 0).reshape(g, SUBCELLS, sub, g, SUBCELLS, sub).mean(axis=(2, 5)) > 0.5
     occ = occ.transpose(0, 2, 1, 3).reshape(g * g, SUBCELLS * SUBCELLS)
     return kind_of[major], colour_of[major], occ.astype(np.float32)
 
 
-def patch_boxes(entry: dict, size: int, patch: int) -> np.ndarray:
-    """``[g*g, 4]``: the visible box ``(x1, y1, x2, y2) / size`` of the object that covers most of
-    each patch (zeros for background patches), so that one patch token can carry its object's extent."""
-    owner, major, objects = _owners(entry, size, patch)
+def _boxes(owner: np.ndarray, major: np.ndarray, objects: list) -> np.ndarray:
     extent = np.zeros((len(objects) + 1, 4), np.float32)
     for k in range(1, len(objects) + 1):
         ys, xs = np.nonzero(owner == k)
         if len(xs):
             extent[k] = (xs.min(), ys.min(), xs.max() + 1, ys.max() + 1)
-    return extent[major] / size
+    return extent[major] / len(owner)
 
 
 def load_split(data: Path, entries: list[dict], processor: ImageProcessor, patch: int, desc: str,
@@ -92,12 +98,13 @@ def load_split(data: Path, entries: list[dict], processor: ImageProcessor, patch
     pixels, kinds, colours, occs, extents = [], [], [], [], []
     for e in tqdm(entries, desc=desc, unit="img"):
         pixels.append(processor(load_image(data / "images" / e["file_name"])))
-        k, c, o = patch_labels(e, processor.size, patch)
+        owners = _owners(e, processor.size, patch)
+        k, c, o = _labels(*owners, patch)
         kinds.append(torch.from_numpy(k))
         colours.append(torch.from_numpy(c))
         occs.append(torch.from_numpy(o))
         if boxes:
-            extents.append(torch.from_numpy(patch_boxes(e, processor.size, patch)))
+            extents.append(torch.from_numpy(_boxes(*owners)))
     out = (torch.stack(pixels), torch.stack(kinds).long(), torch.stack(colours).long(), torch.stack(occs))
     return out + (torch.stack(extents),) if boxes else out
 
