@@ -33,7 +33,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
-from eval.metrics import box_iou
+from eval.metrics import box_iou, is_hit
 from mgv2.config import DEFAULT_MODEL, ModelConfig, ScheduleConfig, load_yaml
 from mgv2.image import ImageProcessor, load_image
 from mgv2.io import atomic_path
@@ -142,9 +142,9 @@ def losses(vit, heads, px, kind, colour, occ, box=None, box_weight: float = 0.0)
     ce = nn.functional.cross_entropy
     loss = ce(k.flatten(0, 1), kind.flatten()) + ce(c.flatten(0, 1), colour.flatten()) \
         + nn.functional.binary_cross_entropy_with_logits(o, occ)
-    if b is not None and box is not None:  # L1 on the object patches' boxes
-        on = kind > 0
-        loss = loss + box_weight * (b[on] - box[on]).abs().mean() if on.any() else loss
+    on = kind > 0
+    if b is not None and box is not None and on.any():  # L1 on the object patches' boxes
+        loss = loss + box_weight * (b[on] - box[on]).abs().mean()
     return loss, (k.argmax(-1), c.argmax(-1), o > 0, b)
 
 
@@ -161,9 +161,8 @@ def accuracies(vit, heads, split, batch: int) -> dict[str, float]:
         hits[:4] += [(k == kind[part]).sum(), ((k == kind[part]) & on).sum(),
                      ((c == colour[part]) & on).sum(), (o == (occ[part] > 0.5)).float().mean(-1).sum()]
         if b is not None and box is not None and on.any():
-            iou = torch.from_numpy(np.asarray(
-                [box_iou(tuple(p), tuple(t)) for p, t in zip(b[on].tolist(), box[part][on].tolist())]))
-            hits[4:] += [float(iou.sum()), float((iou >= 0.5).sum())]
+            ious = [box_iou(p, t) for p, t in zip(b[on].tolist(), box[part][on].tolist())]
+            hits[4:] += [sum(ious), sum(map(is_hit, ious))]
         n_obj += int(on.sum())
     n = kind.numel()
     out = {"patch_kind_acc": hits[0] / n, "object_patch_kind_acc": hits[1] / max(1, n_obj),
@@ -265,7 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
         torch.save({k: v.detach().clone() for k, v in vit.state_dict().items()}, tmp)
-    report = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "flip": args.flip, "box_weight": args.box_weight, "minutes": round(minutes, 2),
+    report = {"steps": args.steps, "batch": args.batch, "lr": args.lr, "flip": args.flip,
+              "box_weight": args.box_weight, "minutes": round(minutes, 2),
               "train_pictures": len(train), "heldout_pictures": len(held), **{k: float(v) for k, v in acc.items()},
               "curve": [{k: float(v) for k, v in point.items()} for point in curve]}
     with atomic_path(out.with_suffix(".json")) as tmp:
