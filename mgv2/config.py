@@ -153,6 +153,9 @@ class LoRAConfig:
 
 TRAINABLE_PARTS = ("projector", "lora", "vision", "ln_vision", "llm")
 Precision = Literal["fp32", "fp16", "bf16"]
+# a training stage's autocast: "auto" = bf16 where the device computes bf16 in hardware (a CUDA GPU
+# with bf16, a CPU with AVX512-BF16 or AMX), fp16 on an older GPU, fp32 on other CPUs
+AmpPrecision = Literal["fp32", "fp16", "bf16", "auto"]
 
 
 @dataclass
@@ -530,7 +533,9 @@ class TrainConfig:
     keep_checkpoints: int = 2  # step checkpoints kept besides final/
     log_every: int = 10
     clip_grad: float | None = None  # max global grad norm; null = no clipping
-    precision: Precision = "fp32"  # autocast dtype: fp16 (with a GradScaler) on GPU only; bf16 on GPU and CPU (fp32 master weights)
+    # autocast dtype (fp32 master weights): fp16 (with a GradScaler) on GPU only; bf16 on GPU and CPU;
+    # auto = bf16 where the hardware has it, else fp16 on a GPU and fp32 on a CPU (mgv2.trainer.native_bf16)
+    precision: AmpPrecision = "fp32"
     seed: int = 42
     num_workers: int = 2  # DataLoader workers (tokenisation, images) per process
     gradient_checkpointing: bool = False  # LLM and vision encoder

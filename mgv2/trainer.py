@@ -9,7 +9,8 @@
   the loss of a step is the mean over ALL answer tokens of all its iterations and processes
   (token-weighted), so one process and N processes give the same loss and gradients;
 * bf16/fp16 autocast on GPU (fp16 with a GradScaler; bf16 also on the CPU), fp32 master weights for
-  trainable half-precision tensors, optional clipping, gradient checkpointing;
+  trainable half-precision tensors, optional clipping, gradient checkpointing; ``precision: auto``
+  takes bf16 only where the hardware computes it (:func:`native_bf16`);
 * under torchrun: DistributedDataParallel (gloo on CPU, nccl on GPU), or FSDP2 ``fully_shard``
   per transformer block (``distributed: fsdp``) for models that do not fit one GPU;
 * checkpoints every ``save_every`` steps, written atomically: the mgv2 model folder
@@ -122,6 +123,18 @@ def lr_at(step: int, sched: ScheduleConfig, total_steps: int) -> float:
         return lr
     progress = (step - w) / max(1, total_steps - w)
     return lo + (lr - lo) * 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 matmuls in hardware: a CUDA GPU with bf16, or a CPU with
+    AVX512-BF16 or AMX.  Elsewhere PyTorch emulates bf16 on the CPU: on an AVX2-only AMD EPYC (Zen 3)
+    the demo decoder's bf16 step took 14.5x the time of its fp32 step (docs/demo_model.md), so
+    ``precision: auto`` trains in fp32 there."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported())
+    return False
 
 
 # ---------------------------------------------------------------------------------------------
@@ -409,19 +422,33 @@ class Trainer:
         return module
 
     def _amp_dtype(self) -> torch.dtype | None:
-        """The autocast dtype: fp16 / bf16 on GPU; on the CPU only bf16 (fp16 runs in fp32)."""
-        precision = self.cfg.precision
-        if precision == "fp32" or (self.dist.device.type != "cuda" and precision == "fp16"):
+        """The autocast dtype: fp16 / bf16 on GPU; on the CPU only bf16 (fp16 runs in fp32);
+        ``auto``: bf16 where :func:`native_bf16`, else fp16 on a GPU and none (fp32) on a CPU."""
+        precision, device = self.cfg.precision, self.dist.device
+        if precision == "auto":
+            if native_bf16(device):
+                return torch.bfloat16
+            return torch.float16 if device.type == "cuda" else None
+        if precision == "fp32" or (device.type != "cuda" and precision == "fp16"):
             return None
         return torch.float16 if precision == "fp16" else torch.bfloat16
 
     def _autocast_ctx(self):
         dtype = self._amp_dtype()
+        precision, device = self.cfg.precision, self.dist.device
+        if precision == "auto":
+            chosen = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[dtype]
+            why = "has" if native_bf16(device) else "has no"
+            self._say(f"precision auto: {chosen} autocast ({device.type} {why} native bf16)")
+        elif precision == "bf16" and not native_bf16(device):
+            self._say(f"warning: precision bf16 on a {device.type} without native bf16 (no AVX512-BF16 / AMX): "
+                      "its matmuls are emulated, 14.5x slower than fp32 on an AVX2 CPU; "
+                      "set precision=auto (bf16 where the hardware has it) or precision=fp32")
         if dtype is None:
-            if self.cfg.precision != "fp32":
-                self._say(f"precision {self.cfg.precision} needs a GPU; this CPU run trains in fp32")
+            if precision not in ("fp32", "auto"):
+                self._say(f"precision {precision} needs a GPU; this CPU run trains in fp32")
             return contextlib.nullcontext
-        device_type = self.dist.device.type
+        device_type = device.type
         return lambda: torch.autocast(device_type, dtype=dtype)
 
     def _make_scaler(self):

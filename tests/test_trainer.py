@@ -203,6 +203,41 @@ def test_bf16_autocast_on_cpu_follows_the_fp32_losses(tmp_path):
     assert bf16 != pytest.approx(fp32, rel=1e-6)
 
 
+@pytest.mark.parametrize("native, dtype, said", [(True, torch.bfloat16, "bf16"), (False, torch.float32, "fp32")])
+def test_precision_auto_takes_bf16_only_where_the_cpu_computes_it(tmp_path, monkeypatch, capsys, native, dtype, said):
+    """precision auto (the demo stages): bf16 autocast on a CPU with AVX512-BF16 / AMX, fp32 on one
+    without (an AVX2 CPU emulates bf16 matmuls, many times slower), and the run says which."""
+    import mgv2.trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "native_bf16", lambda device: native)
+    over = {"steps": 1, "save_every": 100, "trainable": ["projector", "llm"], "lora": {"enabled": False}}
+    tr = Trainer(make_cfg(tmp_path / "a", precision="auto", **over), records=tiny_world())
+    with tr.autocast():
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == dtype
+    out = capsys.readouterr().out
+    assert f"precision auto: {said} autocast" in out
+    assert math.isfinite(tr.train().losses[0])
+
+
+def test_precision_bf16_without_native_bf16_warns_and_names_the_fix(tmp_path, monkeypatch, capsys):
+    import mgv2.trainer as trainer_mod
+
+    monkeypatch.setattr(trainer_mod, "native_bf16", lambda device: False)
+    tr = Trainer(make_cfg(tmp_path / "a", precision="bf16", steps=1, save_every=100), records=tiny_world())
+    with tr.autocast():  # still what the config asks for
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    out = capsys.readouterr().out
+    assert "without native bf16" in out and "precision=auto" in out and "precision=fp32" in out
+
+
+def test_native_bf16_reads_the_cpu_flags():
+    from mgv2.trainer import native_bf16
+
+    flags = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
+    assert native_bf16(torch.device("cpu")) is bool(flags)
+    assert native_bf16(torch.device("meta")) is False
+
+
 def test_vision_cache_gives_the_uncached_losses_and_weights(tmp_path):
     """vision_cache: true (frozen ViT): batches carry cache rows instead of pixels, and the run's
     losses and trained weights are the uncached run's."""
