@@ -437,9 +437,9 @@ class Trainer:
         dtype = self._amp_dtype()
         precision, device = self.cfg.precision, self.dist.device
         if precision == "auto":
-            chosen = {torch.bfloat16: "bf16", torch.float16: "fp16", None: "fp32"}[dtype]
+            chosen = {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast", None: "fp32"}[dtype]
             why = "has" if native_bf16(device) else "has no"
-            self._say(f"precision auto: {chosen} autocast ({device.type} {why} native bf16)")
+            self._say(f"precision auto: {chosen} (this {device.type} {why} native bf16)")
         elif precision == "bf16" and not native_bf16(device):
             self._say(f"warning: precision bf16 on a {device.type} without native bf16 (no AVX512-BF16 / AMX): "
                       "its matmuls are emulated, 14.5x slower than fp32 on an AVX2 CPU; "
