@@ -51,6 +51,7 @@ from mgv2.config import ModelConfig, load_yaml
 from mgv2.pipeline import Pipeline
 from mgv2.prompt import IGNORE_INDEX, IMAGE_PLACEHOLDER, IMAGE_WRAP, TEMPLATE
 from mgv2.sample import Sample
+from mgv2.trainer import native_bf16
 from tasks import TASKS
 from tasks.records import CaptionRecord, RegionRecord, VQARecord
 
@@ -221,6 +222,9 @@ def main() -> None:
     results = {name: statistics.median(ts) for name, ts in times.items()}
 
     base = results["original-style (strings in forward)"]
+    bf16_note = "native bf16 (AVX512-BF16 / AMX)" if native_bf16(torch.device("cpu")) else \
+        "NO native bf16: the bf16 rows are emulated (precision: auto trains in fp32 here)"
+    print(f"CPU: {torch.backends.cpu.get_cpu_capability()}, {bf16_note}")
     print(f"{cfg.name} preset, CPU threads {torch.get_num_threads()}, batch {args.batch}, "
           f"{args.steps} steps x {args.repeats} rounds (median), forward + backward + AdamW")
     print(f"same inputs: loss mgv2 {first_mgv2:.4f} vs original-style {float(first_orig):.4f}; "
@@ -231,6 +235,7 @@ def main() -> None:
         sps, tps = args.batch / t, tokens_mgv2 / t
         print(f"{name:<38} {t * 1000:8.1f} {sps:10.1f} {tps:10.0f} {base / t:11.2f}x")
         out[name] = {"seconds_per_step": t, "samples_per_s": sps, "tokens_per_s": tps, "speedup": base / t}
+    print(f"bf16 autocast vs the same fp32 step: {results['mgv2 (batch from workers)'] / results['mgv2, bf16 autocast']:.2f}x")
     ratio = results["mgv2, bf16, frozen ViT"] / results["mgv2, bf16, frozen ViT + vision cache"]
     print(f"vision cache vs the same frozen-ViT bf16 step: {ratio:.2f}x")
     if args.json:
