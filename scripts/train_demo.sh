@@ -3,7 +3,8 @@
 # the world's per-patch kinds, colours and object boxes, scripts/pretrain_vision.py) -> three training stages ->
 # refer evaluation on the held-out val/testA/testB analogues -> learning-curve plot.
 #
-#   scripts/train_demo.sh                      # everything under runs/ (at most 60 min on 2 CPU cores)
+#   scripts/train_demo.sh                      # everything under runs/ (55-64 min on 2 CPU cores with
+#                                              # native bf16; 105-113 min on an AVX2-only CPU, in fp32)
 #   EVAL_LIMIT=0 scripts/train_demo.sh         # evaluate every expression (slower)
 #   STAGES="1" scripts/train_demo.sh           # stage 1 only (the refer-heavy curriculum stage)
 #
