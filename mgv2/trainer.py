@@ -438,7 +438,7 @@ class Trainer:
         precision, device = self.cfg.precision, self.dist.device
         if precision == "auto":
             chosen = {torch.bfloat16: "bf16 autocast", torch.float16: "fp16 autocast", None: "fp32"}[dtype]
-            why = "has" if native_bf16(device) else "has no"
+            why = "has" if dtype is torch.bfloat16 else "has no"  # _amp_dtype took bf16 iff native_bf16
             self._say(f"precision auto: {chosen} (this {device.type} {why} native bf16)")
         elif precision == "bf16" and not native_bf16(device):
             self._say(f"warning: precision bf16 on a {device.type} without native bf16 (no AVX512-BF16 / AMX): "

@@ -15,8 +15,9 @@ import pytest
 import torch
 from PIL import Image
 
+import mgv2.trainer as trainer_mod
 from mgv2.config import ConfigError, TrainConfig, from_dict, load_yaml
-from mgv2.trainer import LossModule, Trainer, TrainingError, lr_at, no_decay, param_groups
+from mgv2.trainer import LossModule, Trainer, TrainingError, lr_at, native_bf16, no_decay, param_groups
 from mgv2.vision_cache import VisionCacheError
 from tasks.records import ConversationRecord, RegionRecord, VQARecord
 from tests.conftest import ROOT
@@ -207,8 +208,6 @@ def test_bf16_autocast_on_cpu_follows_the_fp32_losses(tmp_path):
 def test_precision_auto_takes_bf16_only_where_the_cpu_computes_it(tmp_path, monkeypatch, capsys, native, dtype, said):
     """precision auto (the demo stages): bf16 autocast on a CPU with AVX512-BF16 / AMX, fp32 on one
     without (an AVX2 CPU emulates bf16 matmuls, many times slower), and the run says which."""
-    import mgv2.trainer as trainer_mod
-
     monkeypatch.setattr(trainer_mod, "native_bf16", lambda device: native)
     over = {"steps": 1, "save_every": 100, "trainable": ["projector", "llm"], "lora": {"enabled": False}}
     tr = Trainer(make_cfg(tmp_path / "a", precision="auto", **over), records=tiny_world())
@@ -220,8 +219,6 @@ def test_precision_auto_takes_bf16_only_where_the_cpu_computes_it(tmp_path, monk
 
 
 def test_precision_bf16_without_native_bf16_warns_and_names_the_fix(tmp_path, monkeypatch, capsys):
-    import mgv2.trainer as trainer_mod
-
     monkeypatch.setattr(trainer_mod, "native_bf16", lambda device: False)
     tr = Trainer(make_cfg(tmp_path / "a", precision="bf16", steps=1, save_every=100), records=tiny_world())
     with tr.autocast():  # still what the config asks for
@@ -231,8 +228,6 @@ def test_precision_bf16_without_native_bf16_warns_and_names_the_fix(tmp_path, mo
 
 
 def test_native_bf16_reads_the_cpu_flags():
-    from mgv2.trainer import native_bf16
-
     flags = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert native_bf16(torch.device("cpu")) is bool(flags)
     assert native_bf16(torch.device("meta")) is False
