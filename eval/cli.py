@@ -231,7 +231,8 @@ def _print_summary(bench, results, out: Path, stream) -> None:
         else:
             line = f"accuracy {100 * m['accuracy']:.2f} ({m['metric']})"
         if "names_object" in m.get("world", {}):
-            line += f"  names the object (world) {100 * m['world']['names_object']:.2f}"
+            line += (f"  names the object (world) {100 * m['world']['names_object']:.2f}"
+                     f"  exact-match ceiling {100 * m['world']['exact_ceiling']:.2f}")
         print(f"{bench.name} {r.split} (n={m['n']}): {line}", file=stream)
     print(f"report: {out / 'report.md'}", file=stream)
 

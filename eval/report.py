@@ -273,7 +273,9 @@ def world_markdown(results: Sequence[SplitResult]) -> str:
         if "names_object" in w:
             out += (f"\n### {r.split}: does the answer name the object?\n\nIn %, of every object: an answer names "
                     "it when the world's grammar reads it as true of that object alone (any such description, "
-                    "not only the exported ones).\n\n")
+                    "not only the exported ones).  The export writes 1-3 of an object's true descriptions at random, "
+                    f"so exact match has a ceiling: an answerer that always names the object with its likeliest "
+                    f"exported expression can expect {_pct(w['exact_ceiling'])}% (the exact-match ceiling).\n\n")
             n = max(1, r.metrics["n"])
             out += _table(list(w["verdicts"]), [[_pct(v / n) for v in w["verdicts"].values()]])
             out += "\n\n" + _table(["picture", "objects", "names it"],

@@ -19,11 +19,13 @@ benchmark record (picture + box):
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 
-from eval.metrics import box_iou, normalize_for_match
+from eval.metrics import box_iou, normalize_answer, normalize_for_match
 from mgv2.errors import MGV2Error
+from mgv2.synth.language import expressions_by_family, family_subset_odds
 from mgv2.synth.world import Scene, scene_from_manifest, text_meanings
 
 VERDICTS = ("names it", "ambiguous", "another object", "not true")
@@ -95,6 +97,33 @@ class WorldJudge:
             return "ambiguous"
         return "another object" if objects else "not true"
 
+    def best_guess(self, scene: Scene, index: int) -> tuple[str, float]:
+        """``(answer, odds)``: the description of object ``index`` (one of the world's own texts) most likely to be among the
+        expressions the export wrote for it, and how likely that is (answers compared as the
+        identify metric compares them, :func:`eval.metrics.normalize_answer`).  No answerer can
+        expect a higher exact match on this object: the export draws 1-3 of its many true
+        descriptions at random (:func:`mgv2.synth.language.referring_sentences`)."""
+        by_family = expressions_by_family(scene.unique.get(index, []))
+        if not by_family:
+            raise WorldError(f"object {index} of picture {scene.image_id} has no unique description")
+        odds = family_subset_odds(tuple(by_family))
+        shares: dict[str, dict[str, float]] = {}  # normalised answer -> family -> share of its texts
+        wording: dict[str, str] = {}  # normalised answer -> the first of the world's texts for it
+        for family, texts in by_family.items():
+            for text in texts:
+                key = normalize_answer(text)
+                wording[key] = min(wording.get(key, text), text)
+                per = shares.setdefault(key, {})
+                per[family] = per.get(family, 0.0) + 1.0 / len(texts)
+        best, best_odds = "", -1.0
+        for key, per in sorted(shares.items()):
+            # P(written) = sum over the family subsets the export may draw of P(subset) * P(one of
+            # the answer's texts is picked in one of them); one text is picked per family
+            p = sum(q * (1.0 - math.prod(1.0 - per.get(f, 0.0) for f in subset)) for subset, q in odds.items())
+            if p > best_odds:
+                best, best_odds = wording[key], p
+        return best, best_odds
+
 
 def _grouped(keys: Sequence, items: Sequence, by_size: bool) -> dict[str, list]:
     """``items`` grouped by ``keys``: families largest group first (``by_size``), object counts
@@ -132,17 +161,22 @@ def refer_breakdown(judge: WorldJudge, records: Sequence, rows: Sequence[dict], 
 def identify_breakdown(judge: WorldJudge, records: Sequence, rows: Sequence[dict]) -> dict:
     """How often an identify answer names the boxed object in the world's own semantics (any
     true, unambiguous description counts, not only the exported ones), with the other verdicts
-    (:data:`VERDICTS`; ``no answer`` for missing or empty ones), overall and by objects in the picture."""
-    verdicts, counts = [], []
+    (:data:`VERDICTS`; ``no answer`` for missing or empty ones), overall and by objects in the picture,
+    and ``exact_ceiling``: the exact match an answerer that always names the object can expect."""
+    verdicts, counts, ceiling = [], [], []
     for rec, row in zip(records, rows):
         scene, index = judge.locate(rec.image, rec.box_xyxy)
         ok = row["status"] == "ok" and row["text"]
         verdicts.append(judge.judge_description(scene, index, row["text"]) if ok else "no answer")
         counts.append(len(scene.objects))
+        ceiling.append(judge.best_guess(scene, index)[1])
     n = len(rows)
     names = [float(v == "names it") for v in verdicts]
     return {
         "names_object": sum(names) / n if n else 0.0,
+        # the expected exact match of an answerer that always names the object with its likeliest
+        # exported expression (WorldJudge.best_guess): the most any model can expect here
+        "exact_ceiling": sum(ceiling) / n if n else 0.0,
         "verdicts": {v: sum(x == v for x in verdicts) for v in (*VERDICTS, "no answer")},
         "by_objects": {k: {"n": len(g), "names_object": sum(g) / len(g)}
                        for k, g in _grouped(counts, names, False).items()},

@@ -142,3 +142,64 @@ def test_bad_worlds_and_benchmarks_are_refused(world, judge, tmp_path, capsys):
     rc = main(["eval", "vqav2", "--data", str(world / "vqav2"), "--world", str(world), "--predictions",
                str(_predictions(tmp_path / "p.jsonl", ["yes"])), "--split", "val"])
     assert rc != 0 and "--world judges refer and identify answers; vqav2 has none" in capsys.readouterr().err
+
+
+def test_family_subset_odds_match_the_draw_in_closed_form():
+    from mgv2.synth.language import _FAMILY_WEIGHT, family_subset_odds
+
+    assert family_subset_odds(("kind",)) == {frozenset({"kind"}): 1.0}
+    # two families: one sentence (k = 1, probability 1/3) comes from a family in proportion to its
+    # weight; k = 2 or 3 (2/3) takes both
+    odds = family_subset_odds(("kind", "relation"))
+    w_kind, w_rel = _FAMILY_WEIGHT["kind"], _FAMILY_WEIGHT["relation"]
+    assert sum(odds.values()) == pytest.approx(1.0)
+    assert odds[frozenset({"kind", "relation"})] == pytest.approx(2 / 3, abs=0.02)
+    assert odds[frozenset({"kind"})] == pytest.approx(w_kind / (w_kind + w_rel) / 3, abs=0.02)
+    with pytest.raises(ValueError, match="distinct, sorted"):
+        family_subset_odds(("relation", "kind"))
+
+
+def test_best_guess_is_a_true_description_written_as_often_as_it_says(world, judge):
+    """The odds of :meth:`WorldJudge.best_guess` against the export's own draw, rerun 3000 times."""
+    import numpy as np
+
+    from eval.metrics import normalize_answer
+    from mgv2.synth.language import referring_sentences
+
+    scenes = [judge.scene(p) for p in sorted((world / "images").iterdir())[:40]]
+    # objects with several families to draw from (the hard case for the odds)
+    cases = [(s, i) for s in scenes for i in sorted(s.unique) if len({d.family for _, d in s.unique[i]}) >= 3][:3]
+    assert len(cases) == 3
+    for scene, index in cases:
+        answer, odds = judge.best_guess(scene, index)
+        assert 0.0 < odds <= 1.0
+        assert judge.judge_description(scene, index, answer) == "names it"
+        rng = np.random.default_rng(1)
+        hits = sum(normalize_answer(answer) in {normalize_answer(t) for t in referring_sentences(scene, rng)[index]}
+                   for _ in range(3000))
+        assert hits / 3000 == pytest.approx(odds, abs=0.03)  # binomial s.e. <= 0.009, odds' s.e. <= 0.005
+    # an object told apart by one family only: one of its texts is drawn, each as often
+    one = [(s, i) for s in scenes for i, opts in s.unique.items() if len({d.family for _, d in opts}) == 1]
+    assert one, "the small world has objects with descriptions of one family"
+    for scene, index in one[:5]:
+        texts = scene.unique[index]
+        best = judge.best_guess(scene, index)
+        same = sum(normalize_answer(t) == normalize_answer(best[0]) for t, _ in texts)
+        assert best[1] == pytest.approx(same / len(texts))
+
+
+def test_identify_exact_ceiling_through_the_cli(world, capsys, tmp_path):
+    records = _records(world, "identify")
+    judge = WorldJudge(world)
+    answers = [judge.best_guess(*judge.locate(r.image, r.box_xyxy))[0] for r in records]
+    payload = _cli(["eval", "identify", "--split", "val", "--data", str(world / "refcoco_eval"), "--images",
+                    str(world / "images"), "--predictions", str(_predictions(tmp_path / "p.jsonl", answers)),
+                    "--world", str(world), "--out", str(tmp_path / "o"), "--json"], capsys)
+    split = payload["splits"]["val"]
+    assert split["world"]["names_object"] == 1.0  # every best guess names its object
+    ceiling = split["world"]["exact_ceiling"]
+    assert 0.2 < ceiling < 0.9  # the export writes 1-3 of many true descriptions
+    # the best guesses' exact match is one draw of what the ceiling expects
+    n = split["n"]
+    assert abs(split["accuracy"] - ceiling) < 4 * (0.25 / n) ** 0.5
+    assert "exact-match ceiling" in (tmp_path / "o" / "report.md").read_text()

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections import Counter
 from dataclasses import dataclass
+from functools import cache
+from types import MappingProxyType
 
 import numpy as np
 
@@ -159,20 +161,49 @@ _FAMILY_WEIGHT = {
 }
 
 
+def expressions_by_family(options) -> dict[str, list[str]]:
+    """An object's unique descriptions (``Scene.unique[i]``: ``(text, Desc)`` pairs) -> family ->
+    its texts, sorted (the lists :func:`referring_sentences` picks from; repeats kept)."""
+    by_family: dict[str, list[str]] = {}
+    for text, desc in options:
+        by_family.setdefault(desc.family, []).append(text)
+    return {f: sorted(by_family[f]) for f in sorted(by_family)}
+
+
+def _choose_families(rng: np.random.Generator, families: list[str], max_sentences: int) -> list[int]:
+    """Indices (ascending) of the families one object's expressions come from: 1..``max_sentences``
+    of them, without repeats, weighted by :data:`_FAMILY_WEIGHT`."""
+    weights = np.array([_FAMILY_WEIGHT.get(f, 1.0) for f in families])
+    k = min(len(families), int(rng.integers(1, max_sentences + 1)))
+    chosen = rng.choice(len(families), size=k, replace=False, p=weights / weights.sum())
+    return [int(c) for c in sorted(chosen)]
+
+
 def referring_sentences(scene: Scene, rng: np.random.Generator, max_sentences: int = 3) -> dict[int, list[str]]:
     """Object index -> 1..``max_sentences`` unambiguous expressions from different families
     (relations and superlatives are favoured, so that colour alone rarely suffices)."""
     out: dict[int, list[str]] = {}
     for i, options in sorted(scene.unique.items()):
-        by_family: dict[str, list[str]] = {}
-        for text, desc in options:
-            by_family.setdefault(desc.family, []).append(text)
-        families = sorted(by_family)
-        weights = np.array([_FAMILY_WEIGHT.get(f, 1.0) for f in families])
-        k = min(len(families), int(rng.integers(1, max_sentences + 1)))
-        chosen = rng.choice(len(families), size=k, replace=False, p=weights / weights.sum())
-        out[i] = [pick(rng, sorted(by_family[families[int(c)]])) for c in sorted(chosen)]
+        by_family = expressions_by_family(options)
+        families = list(by_family)
+        out[i] = [pick(rng, by_family[families[c]]) for c in _choose_families(rng, families, max_sentences)]
     return out
+
+
+@cache
+def family_subset_odds(families: tuple[str, ...], max_sentences: int = 3, draws: int = 10000,
+                       seed: int = 0) -> MappingProxyType[frozenset[str], float]:
+    """How often :func:`referring_sentences` writes an object's expressions from exactly each
+    subset of its ``families`` (sorted names), estimated from ``draws`` seeded runs of its own family
+    draw (numpy's weighted choice without replacement has no simple closed form; the standard
+    error of each odd is at most 0.5 / sqrt(draws))."""
+    if list(families) != sorted(set(families)) or not families:
+        raise ValueError(f"families must be distinct, sorted and not empty; got {families}")
+    rng = np.random.default_rng(seed)
+    seen = Counter(frozenset(families[c] for c in _choose_families(rng, list(families), max_sentences))
+                   for _ in range(draws))
+    # read-only: the result is cached and shared
+    return MappingProxyType({subset: n / draws for subset, n in sorted(seen.items(), key=lambda kv: sorted(kv[0]))})
 
 
 def describe_for_question(scene: Scene, i: int, rng: np.random.Generator, avoid_color: bool) -> str | None:
