@@ -98,9 +98,9 @@ class WorldJudge:
         return "another object" if objects else "not true"
 
     def best_guess(self, scene: Scene, index: int) -> tuple[str, float]:
-        """``(answer, odds)``: the description of object ``index`` (one of the world's own texts) most likely to be among the
-        expressions the export wrote for it, and how likely that is (answers compared as the
-        identify metric compares them, :func:`eval.metrics.normalize_answer`).  No answerer can
+        """``(answer, odds)``: the description of object ``index`` (one of the world's own texts)
+        most likely to be among the expressions the export wrote for it, and how likely that is
+        (answers compared as the identify metric compares them, :func:`eval.metrics.normalize_answer`).  No answerer can
         expect a higher exact match on this object: the export draws 1-3 of its many true
         descriptions at random (:func:`mgv2.synth.language.referring_sentences`)."""
         by_family = expressions_by_family(scene.unique.get(index, []))

@@ -203,7 +203,7 @@ def family_subset_odds(families: tuple[str, ...], max_sentences: int = 3, draws:
     seen = Counter(frozenset(families[c] for c in _choose_families(rng, list(families), max_sentences))
                    for _ in range(draws))
     # read-only: the result is cached and shared
-    return MappingProxyType({subset: n / draws for subset, n in sorted(seen.items(), key=lambda kv: sorted(kv[0]))})
+    return MappingProxyType({subset: n / draws for subset, n in seen.items()})
 
 
 def describe_for_question(scene: Scene, i: int, rng: np.random.Generator, avoid_color: bool) -> str | None:
