@@ -545,6 +545,10 @@ class TrainConfig:
     # tokens (no image decode / resize / ViT pass per step; same losses).  Memory: pictures x
     # (1 + patches) x ViT width per process (mgv2/vision_cache.py).  DDP or one process.
     vision_cache: bool = False
+    # Soft coordinate targets: each answer coordinate token <t> is scored against a Gaussian of this
+    # std (in coordinate units, 0..100) over <0>..<100> (KL; SoftCoordinateLoss in mgv2/trainer.py),
+    # every other token with the cross-entropy.  null = one-hot cross-entropy (the official loss).
+    coord_target_sigma: float | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     trainable: list[str] | None = None  # null = the model config's
@@ -563,6 +567,8 @@ class TrainConfig:
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
             raise ConfigError(f"dataset names must be unique; repeated: {dup} (set name: for each)")
+        if self.coord_target_sigma is not None and not self.coord_target_sigma > 0:
+            raise ConfigError(f"coord_target_sigma must be > 0 (coordinate units) or null, got {self.coord_target_sigma}")
         if self.clip_grad is not None and self.clip_grad <= 0:
             raise ConfigError("clip_grad must be > 0 or null")
         if self.trainable is not None:

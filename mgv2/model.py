@@ -199,18 +199,23 @@ class MiniGPTv2(nn.Module):
             "use_cache": False,
         }
 
-    def answer_loss(self, batch: Batch, image_embeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-        """``(sum of the answer-token cross-entropies, number of answer tokens)``: the training loss
-        of :meth:`forward`, with the LM head applied only where a label follows (a refer sample
-        has 7 answer tokens in about 45), so the vocabulary projection costs a fraction."""
+    def answer_logits(self, batch: Batch, image_embeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(logits [K, vocab], targets [K])`` of the K answer tokens of ``batch``: the LM head
+        applied only where a label follows (a refer sample has 7 answer tokens in about 45), so
+        the vocabulary projection costs a fraction of :meth:`forward`'s."""
         if batch.labels is None:
-            raise ValueError("answer_loss needs a batch with labels")
+            raise ValueError("answer_logits needs a batch with labels")
         hidden = self.llama_model.get_decoder()(**self._decoder_inputs(batch, image_embeds)).last_hidden_state
         targets = batch.labels[:, 1:]
         keep = targets != IGNORE_INDEX
-        logits = self.llama_model.get_output_embeddings()(hidden[:, :-1][keep])
-        loss_sum = nn.functional.cross_entropy(logits.float(), targets[keep], reduction="sum")
-        return loss_sum, keep.sum()
+        return self.llama_model.get_output_embeddings()(hidden[:, :-1][keep]), targets[keep]
+
+    def answer_loss(self, batch: Batch, image_embeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(sum of the answer-token cross-entropies, number of answer tokens)``: the training loss
+        of :meth:`forward` (transformers' loss), computed from :meth:`answer_logits`."""
+        logits, targets = self.answer_logits(batch, image_embeds)
+        loss_sum = nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
+        return loss_sum, torch.tensor(targets.numel(), device=targets.device)
 
     # -- generation -----------------------------------------------------------------------
     @torch.no_grad()

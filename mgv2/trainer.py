@@ -141,16 +141,63 @@ def native_bf16(device: torch.device) -> bool:
 # the module DDP / FSDP wrap
 
 
+class SoftCoordinateLoss(nn.Module):
+    """Answer-token loss where each coordinate token's target is a Gaussian over the values.
+
+    ``coord_ids[v]`` is the token id of ``<v>``.  An answer token ``<t>`` is scored against
+    ``q_t(v) ~ exp(-(v - t)^2 / (2 sigma^2))`` over the coordinate tokens (the rest of the
+    vocabulary gets none) as ``KL(q_t || p) = -sum_v q_t(v) log p(<v>) - H(q_t)``: zero when the
+    model puts exactly ``q_t`` on the coordinates, and the plain cross-entropy in the limit
+    ``sigma -> 0``.  A prediction one value off then costs less than one twenty values off,
+    where one-hot cross-entropy charges both alike.  Every other answer token keeps the
+    cross-entropy.  Returns the summed loss like ``answer_loss``."""
+
+    def __init__(self, coord_ids: Sequence[int], sigma: float, vocab_size: int) -> None:
+        super().__init__()
+        if sigma <= 0:
+            raise TrainingError(f"coord_target_sigma must be > 0, got {sigma}")
+        ids = torch.as_tensor(list(coord_ids), dtype=torch.long)
+        if ids.unique().numel() != ids.numel():
+            raise TrainingError("the coordinate tokens <0>..<100> do not have distinct ids; the tokenizer lacks them")
+        values = torch.arange(ids.numel(), dtype=torch.float64)
+        q = torch.exp(-((values.reshape(-1, 1) - values.reshape(1, -1)) ** 2) / (2 * sigma**2))
+        q = q / q.sum(dim=1, keepdim=True)
+        entropy = -(q * q.clamp_min(1e-300).log()).sum(dim=1)
+        self.register_buffer("coord_ids", ids, persistent=False)
+        self.register_buffer("targets", q.float(), persistent=False)
+        self.register_buffer("entropy", entropy.float(), persistent=False)
+        if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
+            raise TrainingError(f"coordinate token ids {int(ids.min())}..{int(ids.max())} fall outside the vocabulary of {vocab_size}")
+        value_of = torch.full((vocab_size,), -1, dtype=torch.long)  # token id -> coordinate value, -1 = not one
+        value_of[ids] = torch.arange(ids.numel())
+        self.register_buffer("value_of", value_of, persistent=False)
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        logits = logits.float()
+        value = self.value_of[targets]
+        is_coord = value >= 0
+        loss = nn.functional.cross_entropy(logits[~is_coord], targets[~is_coord], reduction="sum")
+        if bool(is_coord.any()):
+            v = value[is_coord]
+            logp = torch.log_softmax(logits[is_coord], dim=-1)[:, self.coord_ids]
+            loss = loss + (-(self.targets[v] * logp).sum(dim=-1) - self.entropy[v]).sum()
+        return loss
+
+
 class LossModule(nn.Module):
     """``forward(batch) -> (sum of answer-token losses, number of answer tokens)``.
+
+    The loss is the cross-entropy of ``answer_loss``, or ``coord_loss``'s where one is given
+    (:class:`SoftCoordinateLoss`, the ``coord_target_sigma`` key of a train config).
 
     A batch without images still touches the trainable image branch with a zero-weighted dummy
     image, so every trainable parameter gets a gradient in every step (DDP needs that, and
     AdamW then treats every parameter the same way in one process or many)."""
 
-    def __init__(self, model: nn.Module) -> None:
+    def __init__(self, model: nn.Module, coord_loss: SoftCoordinateLoss | None = None) -> None:
         super().__init__()
         self.model = model
+        self.coord_loss = coord_loss
         image_parts = ("visual_encoder.", "ln_vision.", "llama_proj.")
         self.touch_images = any(
             p.requires_grad for n, p in model.named_parameters() if n.startswith(image_parts)
@@ -170,7 +217,11 @@ class LossModule(nn.Module):
             if self.vision_cache is None:
                 raise TrainingError("a batch names vision-cache rows but the stage built no vision cache")
             image_embeds = self.model.embed_vision_features(self.vision_cache.features[image_rows])
-        loss_sum, n = self.model.answer_loss(batch, image_embeds)
+        if self.coord_loss is None:
+            loss_sum, n = self.model.answer_loss(batch, image_embeds)
+        else:
+            logits, targets = self.model.answer_logits(batch, image_embeds)
+            loss_sum, n = self.coord_loss(logits, targets), torch.tensor(targets.numel(), device=targets.device)
         if self.touch_images and batch.pixel_values is None and image_rows is None:
             dummy = torch.zeros(1, 3, self.img_size, self.img_size, device=batch.input_ids.device,
                                 dtype=self.vision_dtype)
@@ -328,7 +379,13 @@ class Trainer:
 
             load_checkpoint_folder(self.model, self.latest)
         self.model.train()
-        self.loss_module = LossModule(self.model)
+        coord_loss = None
+        if cfg.coord_target_sigma is not None:
+            from mgv2.tokenizer import COORD_TOKENS
+
+            ids = [int(i) for i in pipe.tokenizer.convert_tokens_to_ids(list(COORD_TOKENS))]
+            coord_loss = SoftCoordinateLoss(ids, cfg.coord_target_sigma, self.model_cfg.llm.vocab_size).to(info.device)
+        self.loss_module = LossModule(self.model, coord_loss)
         self.wrapped = self._wrap(self.loss_module)
         self.trainable = [p for p in self.loss_module.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.loss_module, cfg)

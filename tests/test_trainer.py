@@ -17,7 +17,16 @@ from PIL import Image
 
 import mgv2.trainer as trainer_mod
 from mgv2.config import ConfigError, TrainConfig, from_dict, load_yaml
-from mgv2.trainer import LossModule, Trainer, TrainingError, lr_at, native_bf16, no_decay, param_groups
+from mgv2.trainer import (
+    LossModule,
+    SoftCoordinateLoss,
+    Trainer,
+    TrainingError,
+    lr_at,
+    native_bf16,
+    no_decay,
+    param_groups,
+)
 from mgv2.vision_cache import VisionCacheError
 from tasks.records import ConversationRecord, RegionRecord, VQARecord
 from tests.conftest import ROOT
@@ -231,6 +240,90 @@ def test_native_bf16_reads_the_cpu_flags():
     flags = torch.cpu._is_avx512_bf16_supported() or torch.cpu._is_amx_tile_supported()
     assert native_bf16(torch.device("cpu")) is bool(flags)
     assert native_bf16(torch.device("meta")) is False
+
+
+def _coord_case(vocab=40, offset=7, seed=0):
+    """101 coordinate ids scattered in a vocabulary of ``vocab + 101``, random logits, and targets
+    that mix coordinate and other tokens."""
+    g = torch.Generator().manual_seed(seed)
+    size = vocab + 101
+    ids = (torch.randperm(size, generator=g)[:101]).tolist()
+    others = [i for i in range(size) if i not in ids]
+    targets = torch.tensor([ids[0], ids[50], others[offset], ids[100], others[0], ids[37]])
+    logits = torch.randn(len(targets), size, generator=g, dtype=torch.float64) * 3
+    return ids, size, logits, targets
+
+
+def test_soft_coordinate_loss_is_the_kl_to_a_gaussian_and_the_ce_elsewhere():
+    ids, size, logits, targets = _coord_case()
+    sigma = 2.0
+    loss = SoftCoordinateLoss(ids, sigma, size).double()(logits, targets)
+    # reference: per token, KL(q || softmax) with q a Gaussian over the coordinate ids (renormalised
+    # over 0..100), written out independently; the cross-entropy for the two other tokens
+    logp = torch.log_softmax(logits, dim=-1)
+    expect = 0.0
+    for row, t in enumerate(targets.tolist()):
+        if t in ids:
+            v = ids.index(t)
+            w = torch.tensor([math.exp(-((u - v) ** 2) / (2 * sigma**2)) for u in range(101)], dtype=torch.float64)
+            q = torch.zeros(size, dtype=torch.float64)
+            q[ids] = w / w.sum()
+            expect += float(torch.nn.functional.kl_div(logp[row], q, reduction="sum"))
+        else:
+            expect -= float(logp[row, t])
+    assert float(loss) == pytest.approx(expect, rel=1e-5)
+
+
+def test_soft_coordinate_loss_tends_to_the_cross_entropy_and_prefers_near_misses():
+    ids, size, logits, targets = _coord_case(seed=1)
+    sharp = SoftCoordinateLoss(ids, 0.05, size).double()(logits, targets)
+    ce = torch.nn.functional.cross_entropy(logits, targets, reduction="sum")
+    assert float(sharp) == pytest.approx(float(ce), rel=1e-6)
+    soft = SoftCoordinateLoss(ids, 1.5, size).double()
+    target = torch.tensor([ids[40]])
+
+    def peaked_at(v: int) -> torch.Tensor:
+        row = torch.full((1, size), -5.0, dtype=torch.float64)
+        row[0, ids[v]] = 5.0
+        return row
+
+    near, far = float(soft(peaked_at(41), target)), float(soft(peaked_at(60), target))
+    assert near < far  # one value off costs less than twenty off
+    plain = [float(torch.nn.functional.cross_entropy(peaked_at(v), target)) for v in (41, 60)]
+    assert plain[0] == pytest.approx(plain[1])  # ... where the cross-entropy charges both alike
+    # the minimum is zero, at the Gaussian itself
+    q = soft.targets[40].double()
+    exact = torch.full((1, size), -1e4, dtype=torch.float64)
+    exact[0, ids] = q.clamp_min(1e-300).log()
+    assert float(soft(exact, target)) == pytest.approx(0.0, abs=1e-6)  # float32 buffers
+
+
+def test_soft_coordinate_loss_refuses_bad_input():
+    with pytest.raises(TrainingError, match="distinct ids"):
+        SoftCoordinateLoss([3] * 101, 1.0, 200)
+    with pytest.raises(TrainingError, match="outside the vocabulary"):
+        SoftCoordinateLoss(list(range(100, 201)), 1.0, 150)
+    with pytest.raises(ConfigError, match="coord_target_sigma"):
+        make_cfg("unused", coord_target_sigma=0)
+
+
+def test_trainer_with_coord_target_sigma_scores_coordinates_softly(tmp_path):
+    over = {"steps": 1, "save_every": 100, "datasets": [{"name": "refer", "source": "refcoco", "task": "refer", "batch_size": 4}]}
+    plain = Trainer(make_cfg(tmp_path / "a", **over), records=tiny_world(6), verbose=False)
+    soft = Trainer(make_cfg(tmp_path / "b", coord_target_sigma=1.0, **over), records=tiny_world(6), verbose=False)
+    assert plain.loss_module.coord_loss is None and soft.loss_module.coord_loss is not None
+    from mgv2.data import make_loader
+
+    tb = next(iter(make_loader(soft.dataset, soft.sampler, soft.collator, 0)))
+    with torch.no_grad():
+        ce, n_ce = plain.loss_module(tb.batch)
+        kl, n_kl = soft.loss_module(tb.batch)
+        logits, targets = soft.model.answer_logits(tb.batch)
+    assert int(n_ce) == int(n_kl) == tb.num_answer_tokens == targets.numel()
+    assert float(kl) == pytest.approx(float(soft.loss_module.coord_loss(logits, targets)), rel=1e-6)
+    coords = soft.loss_module.coord_loss.value_of[targets] >= 0
+    assert int(coords.sum()) == 4 * tb.num_samples  # four coordinates per refer answer
+    assert float(kl) != pytest.approx(float(ce), rel=1e-3)
 
 
 def test_vision_cache_gives_the_uncached_losses_and_weights(tmp_path):
