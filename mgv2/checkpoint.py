@@ -191,7 +191,7 @@ def save_checkpoint(model, cfg: ModelConfig, out_dir: str | Path, extra: dict | 
         save_file(tensors, str(tmp / "model.safetensors"), metadata={**checkpoint_metadata(model), **(extra or {})})
         if hasattr(model.llama_model, "peft_config"):
             model.llama_model.save_pretrained(str(tmp / "adapter"))
-        save_yaml(cfg, tmp / "config.yaml")
+        save_yaml(cfg.with_absolute_paths(), tmp / "config.yaml")
     return out_dir
 
 

@@ -242,6 +242,25 @@ class ModelConfig:
     def path(self, value: str | None) -> Path | None:
         return resolve_path(value, Path(self.base_dir) if self.base_dir else None)
 
+    def with_absolute_paths(self) -> ModelConfig:
+        """This config with its relative paths (``vision.checkpoint``, ``llm.path``,
+        ``llm.tokenizer``, ``checkpoint``) resolved against ``base_dir``: the form a checkpoint's
+        ``config.yaml`` is written in, so that it loads from the checkpoint's folder (where the
+        relative paths of the YAML it came from mean nothing).  ``mgv2:`` names stay as they are."""
+
+        def absolute(value: str | None) -> str | None:
+            if value is None or value.startswith(ASSETS_PREFIX):
+                return value
+            return str(self.path(value).resolve())
+
+        return dataclasses.replace(
+            self,
+            vision=dataclasses.replace(self.vision, checkpoint=absolute(self.vision.checkpoint)),
+            llm=dataclasses.replace(self.llm, path=absolute(self.llm.path), tokenizer=absolute(self.llm.tokenizer)),
+            checkpoint=absolute(self.checkpoint),
+            base_dir=None,
+        )
+
 
 # ---------------------------------------------------------------------------------------------
 # generic dict <-> dataclass

@@ -781,7 +781,7 @@ def _save_full_state(model, cfg, out_dir: Path, full: dict[str, torch.Tensor]) -
     if lora:
         peft_sd = {k.removeprefix("llama_model."): v for k, v in lora.items()}
         model.llama_model.save_pretrained(str(out_dir / "adapter"), state_dict=peft_sd)
-    save_yaml(cfg, out_dir / "config.yaml")
+    save_yaml(cfg.with_absolute_paths(), out_dir / "config.yaml")
     return out_dir
 
 

@@ -369,3 +369,27 @@ def test_sampling_and_beam_search_run(tiny_pipeline, scene_image):
         s = dataclasses.replace(s, max_new_tokens=5)
         (text,) = tiny_pipeline.predict([scene_image], ["[grounding] describe this image in detail"], s)
         assert isinstance(text, str)
+
+
+def test_saved_config_loads_from_the_checkpoint_folder(tiny_pipeline, tiny_cfg, tmp_path):
+    """A config whose paths are relative to its own YAML (a stage's ``vision.checkpoint=../../x``)
+    is written beside the weights with those paths absolute, so ``--model <ckpt>/config.yaml``
+    finds the same files; ``mgv2:`` names and nulls stay as they are."""
+    from mgv2.config import ModelConfig, load_yaml
+
+    base = tmp_path / "configs" / "model"
+    base.mkdir(parents=True)
+    (tmp_path / "weights").mkdir()
+    cfg = dataclasses.replace(
+        tiny_cfg,
+        vision=dataclasses.replace(tiny_cfg.vision, checkpoint="../../weights/vit.pth"),
+        llm=dataclasses.replace(tiny_cfg.llm, path=None, tokenizer="mgv2:tiny_tokenizer"),
+        checkpoint="../../weights/ckpt",
+        base_dir=str(base),
+    )
+    out = save_checkpoint(tiny_pipeline.model, cfg, tmp_path / "runs" / "deep" / "ckpt")
+    saved = load_yaml(ModelConfig, out / "config.yaml")
+    assert saved.path(saved.vision.checkpoint) == (tmp_path / "weights" / "vit.pth").resolve()
+    assert saved.path(saved.checkpoint) == (tmp_path / "weights" / "ckpt").resolve()
+    assert saved.llm.tokenizer == "mgv2:tiny_tokenizer" and saved.llm.path is None
+    assert saved.path(saved.llm.tokenizer) == cfg.path(cfg.llm.tokenizer)
