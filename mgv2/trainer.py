@@ -163,11 +163,11 @@ class SoftCoordinateLoss(nn.Module):
         q = torch.exp(-((values.reshape(-1, 1) - values.reshape(1, -1)) ** 2) / (2 * sigma**2))
         q = q / q.sum(dim=1, keepdim=True)
         entropy = -(q * q.clamp_min(1e-300).log()).sum(dim=1)
-        self.register_buffer("coord_ids", ids, persistent=False)
-        self.register_buffer("targets", q.float(), persistent=False)
-        self.register_buffer("entropy", entropy.float(), persistent=False)
         if int(ids.min()) < 0 or int(ids.max()) >= vocab_size:
             raise TrainingError(f"coordinate token ids {int(ids.min())}..{int(ids.max())} fall outside the vocabulary of {vocab_size}")
+        self.register_buffer("coord_ids", ids, persistent=False)
+        self.register_buffer("gaussian", q.float(), persistent=False)  # row t = the target distribution of <t>
+        self.register_buffer("entropy", entropy.float(), persistent=False)
         value_of = torch.full((vocab_size,), -1, dtype=torch.long)  # token id -> coordinate value, -1 = not one
         value_of[ids] = torch.arange(ids.numel())
         self.register_buffer("value_of", value_of, persistent=False)
@@ -180,7 +180,7 @@ class SoftCoordinateLoss(nn.Module):
         if bool(is_coord.any()):
             v = value[is_coord]
             logp = torch.log_softmax(logits[is_coord], dim=-1)[:, self.coord_ids]
-            loss = loss + (-(self.targets[v] * logp).sum(dim=-1) - self.entropy[v]).sum()
+            loss = loss + (-(self.gaussian[v] * logp).sum(dim=-1) - self.entropy[v]).sum()
         return loss
 
 

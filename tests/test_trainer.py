@@ -292,7 +292,7 @@ def test_soft_coordinate_loss_tends_to_the_cross_entropy_and_prefers_near_misses
     plain = [float(torch.nn.functional.cross_entropy(peaked_at(v), target)) for v in (41, 60)]
     assert plain[0] == pytest.approx(plain[1])  # ... where the cross-entropy charges both alike
     # the minimum is zero, at the Gaussian itself
-    q = soft.targets[40].double()
+    q = soft.gaussian[40].double()
     exact = torch.full((1, size), -1e4, dtype=torch.float64)
     exact[0, ids] = q.clamp_min(1e-300).log()
     assert float(soft(exact, target)) == pytest.approx(0.0, abs=1e-6)  # float32 buffers
