@@ -62,9 +62,9 @@ class Pipeline:
         model = build_model(cfg, pad_token_id=int(tokenizer.pad_token_id), device=dev)
         if cfg.llm.coord_init == "sincos" and cfg.llm.path is None:
             from mgv2.llm import init_coordinate_tokens
+            from mgv2.tokenizer import coordinate_token_ids
 
-            ids = tokenizer.convert_tokens_to_ids([f"<{v}>" for v in range(101)])
-            init_coordinate_tokens(model.llama_model, [int(i) for i in ids])
+            init_coordinate_tokens(model.llama_model, coordinate_token_ids(tokenizer))
         ckpt = Path(checkpoint) if checkpoint is not None else cfg.path(cfg.checkpoint)
         if ckpt is not None:
             report = load_any_checkpoint(model, ckpt)

@@ -83,6 +83,11 @@ def load_tokenizer(path: Path, pad_token: str = PAD):
     return tok
 
 
+def coordinate_token_ids(tokenizer) -> list[int]:
+    """``ids[v]`` = the token id of ``<v>`` for v in 0..100 (the coordinate tokens of box text)."""
+    return [int(i) for i in tokenizer.convert_tokens_to_ids(list(COORD_TOKENS))]
+
+
 def _pad_suggestions(tok) -> list[str]:
     vocab = tok.get_vocab()
     picks = [t for t in ("$$", "<unk>", "<|endoftext|>", "<pad>", "<|im_end|>", tok.eos_token) if t in vocab]

@@ -381,10 +381,10 @@ class Trainer:
         self.model.train()
         coord_loss = None
         if cfg.coord_target_sigma is not None:
-            from mgv2.tokenizer import COORD_TOKENS
+            from mgv2.tokenizer import coordinate_token_ids
 
-            ids = [int(i) for i in pipe.tokenizer.convert_tokens_to_ids(list(COORD_TOKENS))]
-            coord_loss = SoftCoordinateLoss(ids, cfg.coord_target_sigma, self.model_cfg.llm.vocab_size).to(info.device)
+            coord_loss = SoftCoordinateLoss(coordinate_token_ids(pipe.tokenizer), cfg.coord_target_sigma,
+                                            self.model_cfg.llm.vocab_size).to(info.device)
         self.loss_module = LossModule(self.model, coord_loss)
         self.wrapped = self._wrap(self.loss_module)
         self.trainable = [p for p in self.loss_module.parameters() if p.requires_grad]
