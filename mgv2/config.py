@@ -291,6 +291,8 @@ def _check_type(value: Any, tp: Any, where: str) -> Any:
                 return _check_type(value, arm, where)
             except ConfigError as e:
                 errors.append(str(e))
+        if len(errors) == 1:  # one real arm (X | None): its own message says what is wrong
+            raise ConfigError(errors[0])
         raise ConfigError(f"{where}: {value!r} does not fit {tp}")
     if origin is Literal:
         if value not in get_args(tp):
@@ -498,6 +500,31 @@ class OptimConfig:
 
 
 @dataclass
+class RegionLossConfig:
+    """An auxiliary training loss that teaches the image tokens where the first turn points.
+
+    The boxes written in a sample's first turn (the refer answer, the identify question, the
+    detection answer) say which part of the picture the turn is about.  Each LLM image token is
+    given a target: how much of its cell (or of the box, for a box smaller than the cell) the
+    boxes cover, 0..1.  A linear head on the image tokens' hidden states after decoder layer
+    ``layer`` is trained to give it (binary cross-entropy, mean over the tokens of a sample),
+    and ``weight`` times the sum over samples is added to the answer loss.  The head is a
+    training device only: it lives in the trainer, is saved in ``train_state.pt`` for
+    ``--resume``, and is not part of the model.  Needs ``prompt_layout: instruction_first``
+    (with the image before the instruction no image token can know what is asked)."""
+
+    weight: float = 4.0
+    layer: int = 3  # decoder layers run before the head reads the image tokens (1 = after the first)
+
+    def __post_init__(self) -> None:
+        if not self.weight > 0:
+            raise ConfigError(f"weight must be > 0, got {self.weight} (drop region_loss to turn it off)")
+        if self.layer < 1:
+            raise ConfigError(f"layer must be >= 1 (the decoder layer after which the head reads), "
+                              f"got {self.layer}")
+
+
+@dataclass
 class ScheduleConfig:
     """Learning rate per optimizer step: linear warm-up from ``warmup_start_lr`` to ``lr`` over
     ``warmup_steps``, then
@@ -568,6 +595,8 @@ class TrainConfig:
     # std (in coordinate units, 0..100) over <0>..<100> (KL; SoftCoordinateLoss in mgv2/trainer.py),
     # every other token with the cross-entropy.  null = one-hot cross-entropy (the official loss).
     coord_target_sigma: float | None = None
+    # Auxiliary region loss on the image tokens (RegionLossConfig); null = off (the official recipe)
+    region_loss: RegionLossConfig | None = None
     optim: OptimConfig = field(default_factory=OptimConfig)
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     trainable: list[str] | None = None  # null = the model config's
@@ -635,6 +664,16 @@ class TrainConfig:
         if path is None or not path.is_file():
             raise ConfigError(f"model config not found: {path} (TrainConfig.model is relative to the train YAML)")
         cfg = load_yaml(ModelConfig, path, list(self.model_overrides))
+        if self.region_loss is not None:
+            if cfg.prompt_layout != "instruction_first":
+                raise ConfigError(
+                    f"region_loss needs the model's prompt_layout: instruction_first ({path} says "
+                    f"{cfg.prompt_layout!r}: the image comes before the instruction, so no image token can "
+                    "see what is asked); set model_overrides: [prompt_layout=instruction_first] or drop region_loss"
+                )
+            if self.region_loss.layer > cfg.llm.num_layers:
+                raise ConfigError(f"region_loss.layer {self.region_loss.layer} is past the LLM's "
+                                  f"{cfg.llm.num_layers} layers; use 1..{cfg.llm.num_layers}")
         data = dataclasses.asdict(cfg)
         if self.trainable is not None:
             data["trainable"] = list(self.trainable)

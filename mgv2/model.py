@@ -12,6 +12,7 @@ token ids and pixels only; :mod:`mgv2.prompt` owns the strings.
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -203,12 +204,35 @@ class MiniGPTv2(nn.Module):
         """``(logits [K, vocab], targets [K])`` of the K answer tokens of ``batch``: the LM head
         applied only where a label follows (a refer sample has 7 answer tokens in about 45), so
         the vocabulary projection costs a fraction of :meth:`forward`'s."""
+        logits, targets, _ = self.answer_logits_and_image_states(batch, image_embeds, layer=None)
+        return logits, targets
+
+    def answer_logits_and_image_states(
+        self, batch: Batch, image_embeds: torch.Tensor | None, layer: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """:meth:`answer_logits` plus the hidden states of the image tokens after decoder layer
+        ``layer`` (1 = after the first), ``[sequences with an image, image tokens, hidden]`` in
+        batch order; ``None`` when ``layer`` is None.  One decoder pass gives both."""
         if batch.labels is None:
             raise ValueError("answer_logits needs a batch with labels")
-        hidden = self.llama_model.get_decoder()(**self._decoder_inputs(batch, image_embeds)).last_hidden_state
+        out = self.llama_model.get_decoder()(**self._decoder_inputs(batch, image_embeds),
+                                             output_hidden_states=layer is not None)
+        image_states = None
+        if layer is not None:
+            states = out.hidden_states  # embeddings, then one entry per layer (the last one normed)
+            if not 1 <= layer < len(states):
+                raise ValueError(f"layer {layer} is outside the decoder's 1..{len(states) - 1}")
+            h = states[layer]
+            image_states = h[batch.image_mask].reshape(-1, self.num_image_tokens, h.shape[-1])
+        hidden = out.last_hidden_state
         targets = batch.labels[:, 1:]
         keep = targets != IGNORE_INDEX
-        return self.llama_model.get_output_embeddings()(hidden[:, :-1][keep]), targets[keep]
+        return self.llama_model.get_output_embeddings()(hidden[:, :-1][keep]), targets[keep], image_states
+
+    @property
+    def num_image_tokens(self) -> int:
+        """LLM positions one picture takes (patches / ``merge_tokens``)."""
+        return self.visual_encoder.cfg.num_patches // self.merge_tokens
 
     def answer_loss(self, batch: Batch, image_embeds: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """``(sum of the answer-token cross-entropies, number of answer tokens)``: the training loss
@@ -285,6 +309,17 @@ def token_centres(cfg: ModelConfig) -> tuple[torch.Tensor, torch.Tensor]:
     return centres(k_row), centres(k_col)
 
 
+def image_token_boxes(cfg: ModelConfig) -> torch.Tensor:
+    """``[tokens, 4]``: the part of the picture each LLM image token covers, ``(x1, y1, x2, y2)``
+    as fractions of the (resized) picture, in the order the tokens enter the LLM."""
+    grid = cfg.vision.grid
+    k_row, k_col = cfg.token_cell
+    rows, cols = grid // k_row, grid // k_col
+    r = torch.arange(rows, dtype=torch.float32).repeat_interleave(cols)
+    c = torch.arange(cols, dtype=torch.float32).repeat(rows)
+    return torch.stack([c * k_col, r * k_row, (c + 1) * k_col, (r + 1) * k_row], dim=1) / grid
+
+
 def _image_pos_embed(cfg: ModelConfig, device) -> nn.Parameter | None:
     """``ModelConfig.image_pos_embed``: None, or the trainable table started as the 2D sin-cos
     table of the LLM image-token grid (``grid`` rows x ``grid / merge_tokens`` columns)."""
@@ -297,7 +332,8 @@ def _image_pos_embed(cfg: ModelConfig, device) -> nn.Parameter | None:
     return nn.Parameter(table.to(device))
 
 
-def build_model(cfg: ModelConfig, *, pad_token_id: int, device: str | torch.device = "cpu") -> MiniGPTv2:
+def build_model(cfg: ModelConfig, *, pad_token_id: int, device: str | torch.device = "cpu",
+                verbose: bool = True) -> MiniGPTv2:
     """Build every part from ``cfg`` and compose them.  ``device="meta"`` builds the shapes
     only (no memory, no files read): that is what ``mgv2 info`` uses."""
     from mgv2.llm import DTYPES, add_lora, build_llm
@@ -308,7 +344,8 @@ def build_model(cfg: ModelConfig, *, pad_token_id: int, device: str | torch.devi
         vit = EVAViT(cfg.vision)
     if cfg.vision.checkpoint and not meta:
         report = load_eva_checkpoint(vit, cfg.path(cfg.vision.checkpoint))
-        print(f"[mgv2] vision encoder: {report.summary()}")
+        if verbose:  # a diagnostic: stderr, so that --json output on stdout stays JSON
+            print(f"[mgv2] vision encoder: {report.summary()}", file=sys.stderr)
     if cfg.vision_precision != "fp32" and not meta:
         apply_official_precision(vit, DTYPES[cfg.vision_precision])
     vit = vit.to(device)

@@ -59,7 +59,7 @@ class Pipeline:
             raise CheckpointError(
                 f"tokenizer at {tok_path} has {len(tokenizer)} tokens but llm.vocab_size is {cfg.llm.vocab_size}"
             )
-        model = build_model(cfg, pad_token_id=int(tokenizer.pad_token_id), device=dev)
+        model = build_model(cfg, pad_token_id=int(tokenizer.pad_token_id), device=dev, verbose=verbose)
         if cfg.llm.coord_init == "sincos" and cfg.llm.path is None:
             from mgv2.llm import init_coordinate_tokens
             from mgv2.tokenizer import coordinate_token_ids

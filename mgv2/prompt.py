@@ -26,6 +26,7 @@ from dataclasses import dataclass, fields
 
 import torch
 
+from mgv2 import boxes
 from mgv2.errors import MGV2Error
 from mgv2.sample import Sample, Turn
 
@@ -37,11 +38,14 @@ IGNORE_INDEX = -100
 
 @dataclass
 class Encoded:
-    """One tokenised sequence.  ``image_start`` is where its image tokens begin (or None)."""
+    """One tokenised sequence.  ``image_start`` is where its image tokens begin (or None);
+    ``regions`` are the boxes (0..100 grid, as written) that the first turn's instruction and
+    answer name, the part of the picture that turn is about (the trainer's region loss)."""
 
     input_ids: list[int]
     labels: list[int]
     image_start: int | None
+    regions: tuple[tuple[int, int, int, int], ...] = ()
 
     def __len__(self) -> int:
         return len(self.input_ids)
@@ -59,6 +63,9 @@ class Batch:
     image_index: torch.Tensor  # [B] long
     labels: torch.Tensor | None = None  # [B, L] long, IGNORE_INDEX where no loss
     pixel_values: torch.Tensor | None = None  # [N, 3, S, S]
+    # [B, R, 4] float: each sequence's Encoded.regions as fractions of the picture (x1, y1, x2, y2),
+    # zero rows where it has fewer than R; None when no sequence names one
+    regions: torch.Tensor | None = None
 
     def to(self, device: torch.device | str) -> Batch:
         moved = {}
@@ -158,7 +165,7 @@ class PromptEncoder:
             a = self._tok(turn.answer)[: self.max_answer_tokens] + [self.eos_id]
             ids += a
             labels += a
-        return Encoded(ids, labels, image_start)
+        return Encoded(ids, labels, image_start, first_turn_regions(sample.turns[0]) if has_image else ())
 
     def encode_prompt(self, sample: Sample) -> Encoded:
         """Ids of the inference prompt; earlier turns must carry their answers (history)."""
@@ -213,12 +220,26 @@ class PromptEncoder:
                     raise PromptError(f"sequence {b} has image tokens but image_index is -1")
                 image_mask[b, off + e.image_start : off + e.image_start + n] = True
         has_labels = bool((labels != IGNORE_INDEX).any())
-        return Batch(input_ids, attention, image_mask, index, labels if has_labels else None, pixel_values)
+        regions = None
+        most = max(len(e.regions) for e in encoded)
+        if most:
+            regions = torch.zeros((B, most, 4), dtype=torch.float32)
+            for b, e in enumerate(encoded):
+                if e.regions:
+                    regions[b, : len(e.regions)] = torch.as_tensor(e.regions, dtype=torch.float32) / boxes.SCALE
+        return Batch(input_ids, attention, image_mask, index, labels if has_labels else None, pixel_values, regions)
 
     def decode(self, token_ids: Sequence[int]) -> str:
         """Official post-processing of generated ids (SPEC §3)."""
         text = self.tokenizer.decode(list(token_ids), skip_special_tokens=True)
         return postprocess(text, self.bos_text, self.eos_text)
+
+
+def first_turn_regions(turn: Turn) -> tuple[tuple[int, int, int, int], ...]:
+    """The valid boxes written in ``turn``'s instruction and answer (a refer answer, an identify
+    question, a detection answer's boxes), in the order written."""
+    found = boxes.parse(turn.instruction).boxes + (boxes.parse(turn.answer).boxes if turn.answer else [])
+    return tuple(b.coords for b in found if b.valid)
 
 
 def postprocess(text: str, bos: str = "<s>", eos: str = "</s>") -> str:

@@ -17,6 +17,8 @@
   (:func:`mgv2.checkpoint.save_checkpoint`) plus ``train_state.pt`` (optimizer, scaler, step,
   mixture position, every process's RNG states; plain types and tensors, read back with
   ``weights_only=True``); ``resume=True`` continues with the same losses;
+* ``region_loss`` (:class:`RegionLoss`): an auxiliary loss that teaches the image tokens which part
+  of the picture the first turn is about; ``log.jsonl`` then also has ``region_loss``;
 * ``vision_cache: true`` (frozen ViT): every picture of the stage is encoded once before step 1
   (:mod:`mgv2.vision_cache`) and the steps start from those tokens, with the same losses;
 * a NaN/inf loss stops the run with a :class:`TrainingError` after writing a checkpoint of the
@@ -51,7 +53,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from mgv2.config import ScheduleConfig, TrainConfig, save_yaml
+from mgv2.config import RegionLossConfig, ScheduleConfig, TrainConfig, save_yaml
 from mgv2.errors import CheckpointError, MGV2Error
 from mgv2.io import atomic_path, atomic_write_text
 from mgv2.prompt import Batch
@@ -184,20 +186,78 @@ class SoftCoordinateLoss(nn.Module):
         return loss
 
 
+def region_coverage(cells: torch.Tensor, regions: torch.Tensor) -> torch.Tensor:
+    """How much of each image token the regions cover: ``cells [T, 4]`` and ``regions [N, R, 4]``
+    (both ``x1, y1, x2, y2`` as fractions of the picture; all-zero rows are padding) ->
+    ``[N, T]`` in 0..1, the largest over the regions of intersection / min(cell area, region
+    area): 1 where a region fills the cell or lies inside it."""
+    c = cells.unsqueeze(0).unsqueeze(2)  # [1, T, 1, 4]
+    r = regions.unsqueeze(1)  # [N, 1, R, 4]
+    iw = (torch.minimum(c[..., 2], r[..., 2]) - torch.maximum(c[..., 0], r[..., 0])).clamp(min=0)
+    ih = (torch.minimum(c[..., 3], r[..., 3]) - torch.maximum(c[..., 1], r[..., 1])).clamp(min=0)
+    cell_area = (c[..., 2] - c[..., 0]) * (c[..., 3] - c[..., 1])
+    region_area = ((r[..., 2] - r[..., 0]).clamp(min=0) * (r[..., 3] - r[..., 1]).clamp(min=0))
+    cover = iw * ih / torch.minimum(cell_area, region_area).clamp(min=1e-12)
+    if cover.shape[-1] == 0:
+        return cover.new_zeros(cover.shape[:2])
+    return cover.clamp(0, 1).amax(dim=-1)
+
+
+class RegionLoss(nn.Module):
+    """The ``region_loss`` of a train config (:class:`mgv2.config.RegionLossConfig`).
+
+    ``head`` (a Linear to one logit) reads each image token's hidden state after decoder layer
+    ``cfg.layer`` and is trained, with binary cross-entropy, to give :func:`region_coverage` of
+    the sample's regions (``Batch.regions``: the boxes its first turn names).  Per sample the
+    mean over its image tokens; summed over the samples that name a region, times
+    ``cfg.weight``.  With the instruction before the image, an image token that has read "the
+    red ball" must say whether it is part of the red ball: the lookup the answer needs, taught
+    at every image token instead of only through the few box tokens of the answer."""
+
+    def __init__(self, cfg: RegionLossConfig, cells: torch.Tensor, hidden_size: int) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.head = nn.Linear(hidden_size, 1)
+        self.register_buffer("cells", cells.float(), persistent=False)
+
+    def forward(self, image_states: torch.Tensor, regions: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor, int]:
+        """``image_states [N, T, D]`` (one row per image-bearing sequence) and their ``regions
+        [N, R, 4]`` -> ``(weight x summed loss, summed loss (detached), samples with a region)``."""
+        if image_states.shape[1] != self.cells.shape[0]:
+            raise TrainingError(f"the batch has {image_states.shape[1]} image tokens per picture but the region "
+                                f"loss was built for {self.cells.shape[0]}; model and tokenizer configs disagree")
+        logits = self.head(image_states.float()).squeeze(-1)  # [N, T]
+        if regions is None or regions.shape[1] == 0:
+            return 0.0 * logits.sum(), logits.new_zeros(()), 0  # every parameter in the graph (DDP)
+        regions = regions.to(logits.device, torch.float32)
+        has = (((regions[..., 2] - regions[..., 0]) > 0) & ((regions[..., 3] - regions[..., 1]) > 0)).any(dim=-1)
+        if not bool(has.any()):
+            return 0.0 * logits.sum(), logits.new_zeros(()), 0
+        target = region_coverage(self.cells, regions[has])
+        per_sample = nn.functional.binary_cross_entropy_with_logits(logits[has], target, reduction="none").mean(-1)
+        total = per_sample.sum()
+        return self.cfg.weight * total, total.detach(), int(has.sum())
+
+
 class LossModule(nn.Module):
-    """``forward(batch) -> (sum of answer-token losses, number of answer tokens)``.
+    """``forward(batch) -> (sum of the losses, number of answer tokens)``.
 
     The loss is the cross-entropy of ``answer_loss``, or ``coord_loss``'s where one is given
-    (:class:`SoftCoordinateLoss`, the ``coord_target_sigma`` key of a train config).
+    (:class:`SoftCoordinateLoss`, the ``coord_target_sigma`` key of a train config), plus
+    ``region_loss``'s where one is given (:class:`RegionLoss`).  ``parts`` holds the last
+    forward's ``[answer loss sum, region loss sum, samples with a region]`` (detached) for the log.
 
     A batch without images still touches the trainable image branch with a zero-weighted dummy
     image, so every trainable parameter gets a gradient in every step (DDP needs that, and
     AdamW then treats every parameter the same way in one process or many)."""
 
-    def __init__(self, model: nn.Module, coord_loss: SoftCoordinateLoss | None = None) -> None:
+    def __init__(self, model: nn.Module, coord_loss: SoftCoordinateLoss | None = None,
+                 region_loss: RegionLoss | None = None) -> None:
         super().__init__()
         self.model = model
         self.coord_loss = coord_loss
+        self.region_loss = region_loss
+        self.parts = torch.zeros(3, dtype=torch.float64)
         image_parts = ("visual_encoder.", "ln_vision.", "llama_proj.")
         self.touch_images = any(
             p.requires_grad for n, p in model.named_parameters() if n.startswith(image_parts)
@@ -217,11 +277,19 @@ class LossModule(nn.Module):
             if self.vision_cache is None:
                 raise TrainingError("a batch names vision-cache rows but the stage built no vision cache")
             image_embeds = self.model.embed_vision_features(self.vision_cache.features[image_rows])
+        layer = None if self.region_loss is None else self.region_loss.cfg.layer
+        logits, targets, image_states = self.model.answer_logits_and_image_states(batch, image_embeds, layer)
         if self.coord_loss is None:
-            loss_sum, n = self.model.answer_loss(batch, image_embeds)
+            loss_sum = nn.functional.cross_entropy(logits.float(), targets, reduction="sum")
         else:
-            logits, targets = self.model.answer_logits(batch, image_embeds)
-            loss_sum, n = self.coord_loss(logits, targets), torch.tensor(targets.numel(), device=targets.device)
+            loss_sum = self.coord_loss(logits, targets)
+        n = torch.tensor(targets.numel(), device=targets.device)
+        self.parts = torch.tensor([float(loss_sum.detach()), 0.0, 0.0], dtype=torch.float64)
+        if self.region_loss is not None:
+            regions = None if batch.regions is None else batch.regions[batch.image_mask.any(dim=1)]
+            weighted, raw, count = self.region_loss(image_states, regions)
+            loss_sum = loss_sum + weighted
+            self.parts[1:] = torch.tensor([float(raw), float(count)], dtype=torch.float64)
         if self.touch_images and batch.pixel_values is None and image_rows is None:
             dummy = torch.zeros(1, 3, self.img_size, self.img_size, device=batch.input_ids.device,
                                 dtype=self.vision_dtype)
@@ -309,6 +377,7 @@ class StepRecord:
     datasets: list[str]
     samples: int
     tokens: int
+    region_loss: float | None = None  # mean per sample that names a region (region_loss on)
 
 
 @dataclass
@@ -385,7 +454,18 @@ class Trainer:
 
             coord_loss = SoftCoordinateLoss(coordinate_token_ids(pipe.tokenizer), cfg.coord_target_sigma,
                                             self.model_cfg.llm.vocab_size).to(info.device)
-        self.loss_module = LossModule(self.model, coord_loss)
+        region_loss = None
+        if cfg.region_loss is not None:
+            from mgv2.model import image_token_boxes
+
+            if cfg.distributed == "fsdp" and info.active:
+                raise TrainingError("region_loss runs with distributed: ddp or one process, not fsdp "
+                                    "(its head is not part of the sharded model); drop region_loss or use ddp")
+            with torch.random.fork_rng(devices=[]):  # the head's own seeded init; the run's stream is untouched
+                torch.manual_seed(cfg.seed + 1)
+                region_loss = RegionLoss(cfg.region_loss, image_token_boxes(self.model_cfg),
+                                         self.model_cfg.llm.hidden_size).to(info.device)
+        self.loss_module = LossModule(self.model, coord_loss, region_loss)
         self.wrapped = self._wrap(self.loss_module)
         self.trainable = [p for p in self.loss_module.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.loss_module, cfg)
@@ -424,6 +504,10 @@ class Trainer:
         self.collator = TrainCollator(pipe.encoder)
         counts = {n: len(d) for n, d in zip(self.mixture.names, datasets)}
         n_train = sum(p.numel() for p in self.trainable)
+        if region_loss is not None:
+            n_head = sum(p.numel() for p in region_loss.parameters())
+            self._say(f"region loss: weight {cfg.region_loss.weight}, head on the image tokens after decoder "
+                      f"layer {cfg.region_loss.layer} ({n_head} of the trainable parameters, not saved in the model)")
         self._say(f"stage {cfg.stage}: {n_train:,} trainable parameters; datasets {counts}; "
                   f"{info.world} process(es) on {info.device}; output {self.out}")
 
@@ -541,6 +625,14 @@ class Trainer:
             raise CheckpointError(f"{folder / STATE_FILE} cannot be read ({type(err).__name__}: {err})") from err
         if state.get("version") != STATE_VERSION:
             raise CheckpointError(f"{folder / STATE_FILE}: unknown train_state version {state.get('version')}")
+        head = self.loss_module.region_loss
+        if (head is None) != ("region_head" not in state):
+            said = "has a region_loss" if head is not None else "has no region_loss"
+            saved = "with" if "region_head" in state else "without"
+            raise CheckpointError(f"{folder} was trained {saved} a region loss but this config {said}; "
+                                  "resume with the config the run started with")
+        if head is not None:
+            head.load_state_dict(state["region_head"])
         self.step = int(state["step"])
         self._load_optim_state(state["optimizer"])
         if self.scaler is not None and state.get("scaler"):
@@ -596,6 +688,9 @@ class Trainer:
                 "mixture": mixture_state,
                 "rng": rng,
             }
+            if self.loss_module.region_loss is not None:  # a training device, not part of the model
+                state["region_head"] = {k: v.detach().cpu().clone()
+                                        for k, v in self.loss_module.region_loss.state_dict().items()}
             staging = folder.parent / f".{name}.staging"
             if staging.exists():
                 shutil.rmtree(staging)
@@ -657,7 +752,8 @@ class Trainer:
             bar = tqdm(total=cfg.steps, initial=self.step, desc=f"stage {cfg.stage}", dynamic_ncols=True)
         history: list[StepRecord] = []
         names = self.mixture.names
-        window = {"loss": 0.0, "steps": 0, "samples": 0, "tokens": 0, "t0": time.perf_counter()}
+        window = {"loss": 0.0, "steps": 0, "samples": 0, "tokens": 0, "region": 0.0, "region_steps": 0,
+                  "t0": time.perf_counter()}
         last_state = self.mixture.state_dict()
         try:
             while self.step < cfg.steps:
@@ -671,16 +767,17 @@ class Trainer:
                 lr = lr_at(self.step, cfg.schedule, cfg.steps)
                 for g in self.optimizer.param_groups:
                     g["lr"] = lr
-                loss_sum = self._forward_backward(micro, total_answer)
-                loss_t = torch.tensor([loss_sum], dtype=torch.float64)
-                _all_reduce(loss_t, info)
-                loss = loss_t.item() / max(total_answer, 1.0)
+                parts = self._forward_backward(micro, total_answer)  # [total, answer, region, region samples]
+                _all_reduce(parts, info)
+                total = parts[0].item() / max(total_answer, 1.0)
+                loss = parts[1].item() / max(total_answer, 1.0)  # the answer tokens' loss, with or without a region loss
+                region = parts[2].item() / parts[3].item() if parts[3].item() > 0 else None
                 drawn = [names[m.dataset] for m in micro]
-                if not math.isfinite(loss):
+                if not math.isfinite(total):
                     self.optimizer.zero_grad(set_to_none=True)
                     where = self.save(f"step_{self.step:07d}", last_state)
                     raise TrainingError(
-                        f"loss is {loss} at step {self.step + 1} (datasets {drawn}, lr {lr:.3g}); stopped. "
+                        f"loss is {total} at step {self.step + 1} (datasets {drawn}, lr {lr:.3g}); stopped. "
                         f"The last good state is saved in {where or self.out / 'checkpoints'}. Lower schedule.lr, "
                         "set clip_grad, use precision bf16 instead of fp16, or check that dataset's records; "
                         "then continue with --resume"
@@ -688,9 +785,12 @@ class Trainer:
                 self._optimizer_step()
                 self.step += 1
                 last_state = self.sampler.state_after(micro[-1].iteration)
-                rec = StepRecord(self.step, loss, lr, drawn, int(counts[2].item()), int(counts[1].item()))
+                rec = StepRecord(self.step, loss, lr, drawn, int(counts[2].item()), int(counts[1].item()), region)
                 history.append(rec)
                 window["loss"] += loss
+                if region is not None:
+                    window["region"] += region
+                    window["region_steps"] += 1
                 window["steps"] += 1
                 window["samples"] += rec.samples
                 window["tokens"] += rec.tokens
@@ -713,12 +813,13 @@ class Trainer:
                 log.close()
             del batches
 
-    def _forward_backward(self, micro, total_answer: float) -> float:
-        """Backward of (sum of token losses) * world / total answer tokens: with DDP's gradient
-        averaging that is the token-weighted mean over every process and iteration."""
+    def _forward_backward(self, micro, total_answer: float) -> torch.Tensor:
+        """Backward of (sum of losses) * world / total answer tokens: with DDP's gradient
+        averaging that is the token-weighted mean over every process and iteration.  Returns this
+        process's ``[loss sum, answer loss sum, region loss sum, samples with a region]``."""
         info = self.dist
         scale = info.world / max(total_answer, 1.0)
-        loss_sum = 0.0
+        parts = torch.zeros(4, dtype=torch.float64)
         for j, tb in enumerate(micro):
             sync = j == len(micro) - 1
             ctx = self.wrapped.no_sync() if (info.active and not sync and hasattr(self.wrapped, "no_sync")) \
@@ -734,8 +835,9 @@ class Trainer:
                 if self.scaler is not None:
                     scaled = self.scaler.scale(scaled)
                 scaled.backward()
-            loss_sum += float(ls.detach())
-        return loss_sum
+            parts[0] += float(ls.detach())
+            parts[1:] += self.loss_module.parts
+        return parts
 
     def _optimizer_step(self) -> None:
         if self.scaler is not None:
@@ -762,10 +864,12 @@ class Trainer:
             "tokens_per_s": window["tokens"] / dt,
             "time": time.time(),
         }
+        if window["region_steps"]:  # mean over the window's steps that had samples with a region
+            line["region_loss"] = window["region"] / window["region_steps"]
         if log is not None:
             log.write(json.dumps(line) + "\n")
             log.flush()
-        window.update(loss=0.0, steps=0, samples=0, tokens=0, t0=now)
+        window.update(loss=0.0, steps=0, samples=0, tokens=0, region=0.0, region_steps=0, t0=now)
 
 
 def _save_full_state(model, cfg, out_dir: Path, full: dict[str, torch.Tensor]) -> Path:

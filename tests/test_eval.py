@@ -12,6 +12,7 @@ import warnings
 from pathlib import Path
 
 import pytest
+import torch
 from PIL import Image, ImageDraw
 
 from eval.engine import EvalItem, ResumeError, check_run_info, read_predictions, run_generation
@@ -338,6 +339,25 @@ def test_tiny_end_to_end_on_shared_annotations(tmp_path, capsys, placeholder_ima
     report = (out / "report.md").read_text()
     assert "## Failure breakdown" in report and "iou_hist.png" in report and "worst_cases.png" in report
     assert json.loads((out / "metrics.json").read_text()) == payload
+
+
+def test_json_output_stays_json_when_the_config_loads_a_vision_checkpoint(tmp_path, capsys, placeholder_images):
+    """The vision encoder's load report is a diagnostic: stderr, not the --json stdout."""
+    from mgv2.config import ModelConfig, load_yaml
+    from mgv2.vision import EVAViT
+
+    cfg = load_yaml(ModelConfig, ROOT / "configs" / "model" / "demo.yaml")
+    torch.save(EVAViT(cfg.vision).state_dict(), tmp_path / "vit.pth")
+    rc, stdout, stderr = run_cli(["eval", "refcoco", "--split", "val", "--images", str(placeholder_images),
+                                  "--limit", "2", "--out", str(tmp_path / "run"), "--workers", "0", "--no-progress",
+                                  "--json", "--set", f"vision.checkpoint={tmp_path / 'vit.pth'}"], capsys)
+    assert rc == 0
+    assert json.loads(stdout)["splits"]["val"]["n"] == 2
+    assert "vision encoder: loaded" not in stderr  # --json is quiet on every stream ...
+    rc, stdout, stderr = run_cli(["eval", "refcoco", "--split", "val", "--images", str(placeholder_images),
+                                  "--limit", "2", "--out", str(tmp_path / "run2"), "--workers", "0", "--no-progress",
+                                  "--set", f"vision.checkpoint={tmp_path / 'vit.pth'}"], capsys)
+    assert rc == 0 and "vision encoder: loaded" in stderr and "vision encoder" not in stdout  # ... else stderr
 
 
 def test_resume_gives_the_same_file_as_one_run(tmp_path, capsys, monkeypatch, placeholder_images):
