@@ -465,6 +465,8 @@ class Trainer:
                 torch.manual_seed(cfg.seed + 1)
                 region_loss = RegionLoss(cfg.region_loss, image_token_boxes(self.model_cfg),
                                          self.model_cfg.llm.hidden_size).to(info.device)
+            if self.latest is None and init is not None and self._carry_region_head(region_loss, init):
+                self._say(f"region loss: head carried over from {init}")
         self.loss_module = LossModule(self.model, coord_loss, region_loss)
         self.wrapped = self._wrap(self.loss_module)
         self.trainable = [p for p in self.loss_module.parameters() if p.requires_grad]
@@ -510,6 +512,26 @@ class Trainer:
                       f"layer {cfg.region_loss.layer} ({n_head} of the trainable parameters, not saved in the model)")
         self._say(f"stage {cfg.stage}: {n_train:,} trainable parameters; datasets {counts}; "
                   f"{info.world} process(es) on {info.device}; output {self.out}")
+
+    @staticmethod
+    def _carry_region_head(region_loss: RegionLoss, init: Path) -> bool:
+        """A stage that starts from a checkpoint folder trained with a region loss goes on with
+        that head (it is saved in the folder's train_state.pt); False where there is none."""
+        state_file = init / STATE_FILE
+        if not (init.is_dir() and state_file.is_file()):
+            return False
+        try:
+            state = torch.load(state_file, map_location="cpu", weights_only=True)
+        except Exception as err:  # several error types for a damaged file
+            raise CheckpointError(f"{state_file} cannot be read ({type(err).__name__}: {err})") from err
+        head = state.get("region_head")
+        if head is None:
+            return False
+        try:
+            region_loss.load_state_dict(head)
+        except RuntimeError as err:
+            raise CheckpointError(f"{state_file}: its region-loss head does not fit this model ({err})") from err
+        return True
 
     def _fp32_masters(self) -> None:
         """Under fp16/bf16 autocast, trainable tensors stored in half precision (a trained fp16 ViT,

@@ -229,3 +229,15 @@ def test_region_loss_with_an_identify_sample_marks_the_asked_box(tmp_path):
     record = tiny_world(4)["refer"][1]
     x1, y1, x2, y2 = record.box_xyxy
     assert item.encoded.regions == ((int(x1 / 128 * 100), int(y1 / 96 * 100), int(x2 / 128 * 100), int(y2 / 96 * 100)),)
+
+
+def test_the_next_stage_goes_on_with_the_region_head(tmp_path):
+    over = {"steps": 2, "save_every": 100, "model_overrides": FIRST, "region_loss": {"layer": 2}}
+    first = Trainer(make_cfg(tmp_path / "s1", **over), records=tiny_world(), verbose=False)
+    first.train()
+    trained = first.loss_module.region_loss.head.weight.detach().clone()
+    second = Trainer(make_cfg(tmp_path / "s2", init_from=str(tmp_path / "s1" / "final"), **over),
+                     records=tiny_world(), verbose=False)
+    torch.testing.assert_close(second.loss_module.region_loss.head.weight.detach(), trained)
+    fresh = Trainer(make_cfg(tmp_path / "s3", **over), records=tiny_world(), verbose=False)  # from nothing: seeded init
+    assert not torch.equal(fresh.loss_module.region_loss.head.weight.detach(), trained)
