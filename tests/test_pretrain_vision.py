@@ -91,9 +91,10 @@ def test_box_head_trains_and_reports(world, tmp_path):
     out = tmp_path / "vision0.pth"
     model = str(ROOT / "configs" / "model" / "demo.yaml")
     assert pv.main(["--data", str(world), "--out", str(out), "--model", model, "--steps", "3",
-                    "--batch", "4", "--limit", "12", "--box-weight", "5"]) == 0
+                    "--batch", "4", "--limit", "12", "--box-weight", "5", "--object-cover", "0.1"]) == 0
     report = json.loads(out.with_suffix(".json").read_text())
     assert report["box_weight"] == 5 and 0.0 <= report["object_patch_box_miou"] <= 1.0
+    assert report["object_cover"] == 0.1 and report["heldout_objects_with_a_patch"] >= 0.95
     assert set(torch.load(out, weights_only=True)) == set(EVAViT(load_yaml(ModelConfig, model).vision).state_dict())
     with pytest.raises(SystemExit, match="--flip"):
         pv.main(["--data", str(world), "--out", str(out), "--model", model, "--steps", "1", "--flip",
@@ -140,3 +141,34 @@ def test_mirror_moves_pictures_and_labels_together():
     again = pv.mirror(mpx, mkind, mcolour, mocc)
     for a, b in zip(again, (px, kind, colour, occ)):
         assert torch.equal(a, b)
+
+
+def test_object_cover_gives_small_objects_their_patches(world):
+    """Majority labels (background counted) leave small objects without a patch; with
+    ``min_cover`` a patch goes to the object showing most pixels in it when they fill that share."""
+    entries = [json.loads(x) for x in (world / "scenes.jsonl").read_text().splitlines()]
+    size, patch, cover = 128, 16, 0.1
+    majority = np.asarray([pv.objects_with_a_patch(e, size, patch) for e in entries]).sum(0)
+    covered = np.asarray([pv.objects_with_a_patch(e, size, patch, cover) for e in entries]).sum(0)
+    assert majority[0] == covered[0]
+    assert covered[1] / covered[0] >= 0.97 and majority[1] / majority[0] <= 0.9  # 0.99 against 0.78 here
+    for e in entries[:20]:
+        owner, major, objects = pv._owners(e, size, patch, cover)
+        _, old, _ = pv._owners(e, size, patch)
+        g = size // patch
+        cells = owner.reshape(g, patch, g, patch).transpose(0, 2, 1, 3).reshape(g * g, patch * patch)
+        for p, cell in enumerate(cells):
+            counts = np.bincount(cell, minlength=len(objects) + 1)
+            counts[0] = 0
+            if major[p]:  # the patch's label is its biggest object, with at least the share asked
+                assert counts[major[p]] == counts.max() and counts[major[p]] >= cover * patch * patch
+            else:
+                assert counts.max() < cover * patch * patch
+            if old[p]:  # an object that won the patch outright keeps it
+                assert major[p] == old[p]
+        kind, colour, _ = pv.patch_labels(e, size, patch, cover)
+        box = pv.patch_boxes(e, size, patch, cover)
+        assert ((kind == 0) == (major == 0)).all() and ((colour == 0) == (major == 0)).all()
+        assert (box[major == 0] == 0).all() and (box[major > 0, 2] > box[major > 0, 0]).all()
+    with pytest.raises(SystemExit, match="--object-cover must be in"):
+        pv.main(["--data", str(world), "--out", "unused.pth", "--steps", "1", "--object-cover", "0"])
