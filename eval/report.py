@@ -281,7 +281,10 @@ def world_markdown(results: Sequence[SplitResult]) -> str:
             out += "\n\n" + _table(["picture", "objects", "names it"],
                                    [[k, v["n"], _pct(v["names_object"])] for k, v in w["by_objects"].items()]) + "\n"
             continue
-        for title, key in (("expression family", "by_family"), ("objects in the picture", "by_objects")):
+        for title, key in (("expression family", "by_family"), ("objects in the picture", "by_objects"),
+                           ("object size (square root of the box's share of the picture)", "by_size")):
+            if key not in w:  # metrics written before the size groups existed
+                continue
             out += f"\n### {r.split} by {title}\n\n" + _table(
                 [title, "expressions", "Acc@0.5", "wrong object", "loose box"],
                 [[k, v["n"], _pct(v["acc50"]), _pct(v["wrong_object"]), _pct(v["loose_box"])] for k, v in w[key].items()],

@@ -136,16 +136,35 @@ def _grouped(keys: Sequence, items: Sequence, by_size: bool) -> dict[str, list]:
     return {f"{k} objects": v for k, v in sorted(out.items())}
 
 
+# Object sizes: the square root of the box's share of the picture, as a fraction of its side.  In a
+# 128-px model frame the edges are 16, 24, 32 and 40 px (1, 1.5, 2 and 2.5 patches of 16 px).
+SIZE_EDGES = (0.125, 0.1875, 0.25, 0.3125)
+
+
+def size_group(box_xyxy: Sequence[float], width: float, height: float) -> str:
+    """The :data:`SIZE_EDGES` group of a box, e.g. ``"side 12-19%"`` (of the picture's side)."""
+    x1, y1, x2, y2 = box_xyxy
+    side = math.sqrt(max(0.0, x2 - x1) * max(0.0, y2 - y1) / (width * height))
+    edges = (0.0, *SIZE_EDGES, math.inf)
+    k = next(i for i in range(len(edges) - 1) if side < edges[i + 1])
+    lo, hi = edges[k], edges[k + 1]
+    if hi == math.inf:
+        return f"side {lo * 100:g}%+"
+    return f"side {lo * 100:g}-{hi * 100:g}%" if lo else f"side < {hi * 100:g}%"
+
+
 def refer_breakdown(judge: WorldJudge, records: Sequence, rows: Sequence[dict], plus_one: bool = False) -> dict:
-    """Refer accuracy by expression family and by the number of objects in the picture
-    (each group scored by :func:`eval.scoring.aggregate_refer`: Acc@0.5, wrong object, loose box)."""
+    """Refer accuracy by expression family, by the number of objects in the picture and by the
+    object's size (:func:`size_group`), each group scored by :func:`eval.scoring.aggregate_refer`:
+    Acc@0.5, wrong object, loose box."""
     from eval.scoring import aggregate_refer
 
-    families, counts = [], []
+    families, counts, sizes = [], [], []
     for rec in records:
         scene, index = judge.locate(rec.image, rec.box_xyxy)
         families.append(judge.family(scene, index, rec.expression))
         counts.append(len(scene.objects))
+        sizes.append(size_group(rec.box_xyxy, rec.width, rec.height))
 
     def table(keys: list, by_size: bool) -> dict:
         out = {}
@@ -155,7 +174,9 @@ def refer_breakdown(judge: WorldJudge, records: Sequence, rows: Sequence[dict], 
                       "loose_box": m["n_loose_box"] / m["n"]}
         return out
 
-    return {"by_family": table(families, True), "by_objects": table(counts, False)}
+    order = {size_group((0, 0, e * 0.999, e * 0.999), 1.0, 1.0): i for i, e in enumerate((*SIZE_EDGES, 1.0))}
+    by_size = dict(sorted(table(sizes, True).items(), key=lambda kv: order[kv[0]]))
+    return {"by_family": table(families, True), "by_objects": table(counts, False), "by_size": by_size}
 
 
 def identify_breakdown(judge: WorldJudge, records: Sequence, rows: Sequence[dict]) -> dict:

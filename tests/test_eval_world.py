@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -98,7 +99,16 @@ def test_refer_breakdown_through_the_cli(world, capsys, tmp_path):
         assert got["acc50"] >= hits / total - 1e-9
     assert sum(v["n"] for v in w["by_objects"].values()) == len(records)
     assert list(w["by_objects"]) == sorted(w["by_objects"], key=lambda k: int(k.split()[0]))
-    assert "by expression family" in (out / "report.md").read_text()
+    # size groups: every expression once, smallest first, each group's counts from the boxes themselves
+    assert sum(v["n"] for v in w["by_size"].values()) == len(records)
+    groups = list(w["by_size"])
+    assert groups == sorted(groups, key=lambda g: 0.0 if "<" in g else float(g.split()[1].split("-")[0].rstrip("%+")))
+    sides = [math.sqrt((r.box_xyxy[2] - r.box_xyxy[0]) * (r.box_xyxy[3] - r.box_xyxy[1]) / (r.width * r.height))
+             for r in records]
+    assert w["by_size"]["side < 12.5%"]["n"] == sum(sd < 0.125 for sd in sides)
+    assert w["by_size"]["side 18.75-25%"]["n"] == sum(0.1875 <= sd < 0.25 for sd in sides)
+    report = (out / "report.md").read_text()
+    assert "by expression family" in report and "by object size" in report
 
 
 def test_identify_names_the_object_through_the_cli(world, capsys, tmp_path):
