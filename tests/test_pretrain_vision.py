@@ -172,3 +172,31 @@ def test_object_cover_gives_small_objects_their_patches(world):
         assert (box[major == 0] == 0).all() and (box[major > 0, 2] > box[major > 0, 0]).all()
     with pytest.raises(SystemExit, match="--object-cover must be in"):
         pv.main(["--data", str(world), "--out", "unused.pth", "--steps", "1", "--object-cover", "0"])
+
+
+def test_bf16_autocast_loss_matches_fp32_and_keeps_fp32_weights(world, tmp_path, monkeypatch):
+    """--precision bf16: the same losses as fp32 to bf16's precision, fp32 weights saved; the box
+    head's output stays fp32 under autocast (its L1 is a small number)."""
+    cfg = load_yaml(ModelConfig, ROOT / "configs" / "model" / "demo.yaml").vision
+    entries = [json.loads(x) for x in (world / "scenes.jsonl").read_text().splitlines()][:4]
+    from mgv2.image import ImageProcessor
+
+    split = pv.load_split(world, entries, ImageProcessor(size=cfg.img_size), cfg.patch_size, "t", True, 0.1)
+    torch.manual_seed(0)
+    vit, heads = EVAViT(cfg), pv.PatchHeads(cfg.width, boxes=True)
+    fp32, _ = pv.losses(vit, heads, *split, box_weight=5.0)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16, (_, _, _, box) = pv.losses(vit, heads, *split, box_weight=5.0)
+    assert box.dtype == torch.float32 and bf16.dtype == torch.float32
+    assert abs(bf16.item() - fp32.item()) < 0.02 * fp32.item()
+
+    out = tmp_path / "vision0.pth"
+    assert pv.main(["--data", str(world), "--out", str(out), "--steps", "2", "--batch", "4", "--limit", "8",
+                    "--box-weight", "5", "--precision", "bf16"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["precision"] == "bf16"
+    assert {v.dtype for v in torch.load(out, weights_only=True).values()} == {torch.float32}
+    # auto follows the hardware check (mgv2.trainer.native_bf16): fp32 where bf16 would be emulated
+    monkeypatch.setattr("mgv2.trainer.native_bf16", lambda device: False)
+    assert pv.main(["--data", str(world), "--out", str(out), "--steps", "1", "--batch", "4", "--limit", "8",
+                    "--precision", "auto"]) == 0
+    assert json.loads(out.with_suffix(".json").read_text())["precision"] == "fp32"
