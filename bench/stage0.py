@@ -25,13 +25,13 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-import torch  # noqa: E402
+import torch
 
-from mgv2.config import ModelConfig, load_yaml  # noqa: E402
-from mgv2.synth.world import COLOR_NAMES, KINDS  # noqa: E402
-from mgv2.trainer import native_bf16  # noqa: E402
-from mgv2.vision import EVAViT  # noqa: E402
-from tests.conftest import load_script  # noqa: E402
+from mgv2.config import ModelConfig, load_yaml
+from mgv2.synth.world import COLOR_NAMES, KINDS
+from mgv2.trainer import native_bf16
+from mgv2.vision import EVAViT
+from tests.conftest import load_script
 
 pv = load_script("pretrain_vision")
 
