@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         print("warning: this CPU has no native bf16 (AVX512-BF16 / AMX); bf16 is emulated and slower than fp32",
               file=sys.stderr)
     print(f"precision: {'bf16 autocast' if bf16 else 'fp32'} (--precision {args.precision})")
-    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)  # noqa: E731
+    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
     torch.manual_seed(args.seed)
     vit = EVAViT(cfg)  # the same random init as the preset (pos_embed_init included)
