@@ -6,11 +6,12 @@ same weights and batch.
         [--repeats 3] [--threads N]
 
 The batch has the script's shapes (pictures at the model's size; per-patch kind, colour,
-occupancy and box labels, about half the patches on an object); the step is the script's:
-``losses`` (box weight 5, as the recipe), backward, gradient clipping, AdamW.  Each variant starts
+occupancy and box labels, about half the patches on an object); the step is the script's own ``train_step`` (its losses with box weight 5, as the recipe; backward;
+gradient clipping; AdamW from its ``make_optimizer``).  Each variant starts
 from a copy of the same weights; the median over ``--repeats`` rounds of ``--steps`` steps is
 reported as ms per step, with the ratio against fp32.  On a CPU without AVX512-BF16 / AMX, bf16 is
-emulated and ``--precision auto`` (the script's default) stays in fp32.
+emulated; the script's ``--precision`` is fp32 by default, and ``auto`` takes bf16 only where
+the CPU computes it.
 """
 
 from __future__ import annotations
@@ -31,9 +32,9 @@ from mgv2.config import ModelConfig, load_yaml
 from mgv2.synth.world import COLOR_NAMES, KINDS
 from mgv2.trainer import native_bf16
 from mgv2.vision import EVAViT
-from tests.conftest import load_script
 
-pv = load_script("pretrain_vision")
+sys.path.insert(0, str(ROOT / "scripts"))  # scripts/ is not a package
+import pretrain_vision as pv
 
 
 def make_batch(cfg, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, ...]:
@@ -51,23 +52,13 @@ def make_batch(cfg, batch: int, gen: torch.Generator) -> tuple[torch.Tensor, ...
 def time_variant(vit, heads, batch, bf16: bool, steps: int, repeats: int) -> float:
     """Median ms per step over ``repeats`` rounds (after one warm-up step)."""
     vit, heads = copy.deepcopy(vit), copy.deepcopy(heads)
-    params = list(vit.parameters()) + list(heads.parameters())
-    opt = torch.optim.AdamW(params, lr=1e-3, betas=(0.9, 0.98), weight_decay=0.05)
-
-    def step():
-        with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
-            loss, _ = pv.losses(vit, heads, *batch, box_weight=5.0)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(params, 1.0)
-        opt.step()
-
-    step()
+    opt = pv.make_optimizer(vit, heads, 1e-3)
+    pv.train_step(vit, heads, opt, batch, 5.0, bf16, 1e-3, 0)
     rounds = []
     for _ in range(repeats):
         t0 = time.perf_counter()
-        for _ in range(steps):
-            step()
+        for i in range(steps):
+            pv.train_step(vit, heads, opt, batch, 5.0, bf16, 1e-3, i)
         rounds.append((time.perf_counter() - t0) / steps * 1000)
     return statistics.median(rounds)
 

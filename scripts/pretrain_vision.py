@@ -167,6 +167,32 @@ def losses(vit, heads, px, kind, colour, occ, box=None, box_weight: float = 0.0)
     return loss, (k.argmax(-1), c.argmax(-1), o > 0, b)
 
 
+def make_optimizer(vit, heads, lr: float) -> torch.optim.AdamW:
+    """AdamW over the ViT and the heads, with the trainer's weight-decay rules."""
+    from mgv2.trainer import param_groups
+
+    groups = param_groups(nn.ModuleList([vit, heads]), weight_decay=0.05)
+    for g in groups:
+        g.pop("names")
+    return torch.optim.AdamW(groups, lr=lr, betas=(0.9, 0.98))
+
+
+def train_step(vit, heads, opt, batch, box_weight: float, bf16: bool, lr: float, step: int) -> torch.Tensor:
+    """One stage-0 step (``bf16``: under bf16 autocast, fp32 weights): the losses, a finite check,
+    backward, gradient clipping at 1.0, AdamW at ``lr``.  Returns the loss."""
+    with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16):
+        loss, _ = losses(vit, heads, *batch, box_weight=box_weight)
+    if not torch.isfinite(loss):
+        raise SystemExit(f"step {step}: loss is {loss.item()}; lower --lr")
+    opt.zero_grad(set_to_none=True)
+    loss.backward()
+    nn.utils.clip_grad_norm_([*vit.parameters(), *heads.parameters()], 1.0)
+    for g in opt.param_groups:
+        g["lr"] = lr
+    opt.step()
+    return loss
+
+
 @torch.no_grad()
 def accuracies(vit, heads, split, batch: int) -> dict[str, float]:
     px, kind, colour, occ = split[:4]
@@ -216,7 +242,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--eval-every", type=int, default=0,
                     help="also score the first 1000 held-out pictures every N steps (a learning curve in the report)")
     args = ap.parse_args(argv)
-    from mgv2.trainer import lr_at, native_bf16, param_groups
+    from mgv2.trainer import lr_at, native_bf16
     from mgv2.vision import EVAViT
 
     data = Path(args.data)
@@ -243,21 +269,17 @@ def main(argv: list[str] | None = None) -> int:
     labelled = float(seen[:, 1].sum() / max(1, seen[:, 0].sum()))
     print(f"held-out objects that label at least one patch: {labelled:.3f}")
 
-    bf16 = args.precision == "bf16" or (args.precision == "auto" and native_bf16(torch.device("cpu")))
-    if args.precision == "bf16" and not native_bf16(torch.device("cpu")):
+    native = native_bf16(torch.device("cpu"))
+    bf16 = args.precision == "bf16" or (args.precision == "auto" and native)
+    if args.precision == "bf16" and not native:
         print("warning: this CPU has no native bf16 (AVX512-BF16 / AMX); bf16 is emulated and slower than fp32",
               file=sys.stderr)
     print(f"precision: {'bf16 autocast' if bf16 else 'fp32'} (--precision {args.precision})")
-    autocast = lambda: torch.autocast("cpu", dtype=torch.bfloat16, enabled=bf16)
 
     torch.manual_seed(args.seed)
     vit = EVAViT(cfg)  # the same random init as the preset (pos_embed_init included)
     heads = PatchHeads(cfg.width, boxes)
-    params = list(vit.parameters()) + list(heads.parameters())
-    groups = param_groups(nn.ModuleList([vit, heads]), weight_decay=0.05)  # the trainer's decay rules
-    for g in groups:
-        g.pop("names")
-    opt = torch.optim.AdamW(groups, lr=args.lr, betas=(0.9, 0.98))
+    opt = make_optimizer(vit, heads, args.lr)
     sched = ScheduleConfig(lr=args.lr, min_lr=args.lr / 10, warmup_start_lr=args.lr / 100,
                            warmup_steps=max(1, args.steps // 20), style="cosine")
     gen = torch.Generator().manual_seed(args.seed)
@@ -272,16 +294,7 @@ def main(argv: list[str] | None = None) -> int:
             flipped = mirror(*(t[half] for t in batch))
             for t, f in zip(batch, flipped):
                 t[half] = f
-        with autocast():
-            loss, _ = losses(vit, heads, *batch, box_weight=args.box_weight)
-        if not torch.isfinite(loss):
-            raise SystemExit(f"step {step}: loss is {loss.item()}; lower --lr")
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        nn.utils.clip_grad_norm_(params, 1.0)
-        for g in opt.param_groups:
-            g["lr"] = lr_at(step, sched, args.steps)
-        opt.step()
+        loss = train_step(vit, heads, opt, batch, args.box_weight, bf16, lr_at(step, sched, args.steps), step)
         if step % 50 == 0:
             bar.set_postfix(loss=f"{loss.item():.3f}")
         if args.eval_every and (step + 1) % args.eval_every == 0 and step + 1 < args.steps:
