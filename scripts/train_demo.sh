@@ -14,6 +14,9 @@
 # log.jsonl), runs/demo/eval_stage{N} (metrics), runs/demo/refer_curve.jsonl and
 # docs/demo_learning_curve.png.  See docs/demo_model.md.
 set -euo pipefail
+# The body is one { ... } block, so bash reads all of it before running any: editing this file while
+# a recipe runs (an hour) then changes the next run, not the one under way.
+{
 cd "$(dirname "$0")/.."
 
 PY=${PY:-.venv/bin/python}
@@ -89,3 +92,5 @@ for s in $STAGES; do stage_dirs+=(runs/demo/stage$s); done
 $PY bench/plot_learning_curve.py --stages "${stage_dirs[@]}" --evals runs/demo/refer_curve.jsonl \
     --stage0 "${VISION0%.pth}.json" --out docs/demo_learning_curve.png
 echo "demo model: runs/demo/stage${STAGES##* }/final; $(( ($(date +%s) - start) / 60 )) min in all"
+exit 0
+}
