@@ -6,9 +6,9 @@ same weights and batch.
         [--repeats 3] [--threads N]
 
 The batch has the script's shapes (pictures at the model's size; per-patch kind, colour,
-occupancy and box labels, about half the patches on an object); the step is the script's own ``train_step`` (its losses with box weight 5, as the recipe; backward;
-gradient clipping; AdamW from its ``make_optimizer``).  Each variant starts
-from a copy of the same weights; the median over ``--repeats`` rounds of ``--steps`` steps is
+occupancy and box labels, about half the patches on an object); the step is the script's own
+``train_step`` (its losses with box weight 5, as the recipe; backward; gradient clipping; AdamW
+from its ``make_optimizer``).  Each variant starts from a copy of the same weights; the median over ``--repeats`` rounds of ``--steps`` steps is
 reported as ms per step, with the ratio against fp32.  On a CPU without AVX512-BF16 / AMX, bf16 is
 emulated; the script's ``--precision`` is fp32 by default, and ``auto`` takes bf16 only where
 the CPU computes it.
