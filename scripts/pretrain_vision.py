@@ -145,15 +145,22 @@ class PatchHeads(nn.Module):
         return self.kind(x), self.colour(x), self.occ(x), box
 
 
-def mirror(px, kind, colour, occ):
+def mirror(px, kind, colour, occ, box=None):
     """The same pictures flipped left to right, with their labels flipped to match: the kinds
-    and colours of the world look the same in a mirror (a cup's handle changes side)."""
+    and colours of the world look the same in a mirror (a cup's handle changes side).  ``box``
+    (each patch's owner box, ``(x1, y1, x2, y2) / size``) moves with its patch and is mirrored
+    too: ``x1' = 1 - x2``, ``x2' = 1 - x1`` (background patches keep their zero box; no loss reads it)."""
     n, cells = kind.shape
     g = round(cells ** 0.5)
     sub = round(occ.shape[-1] ** 0.5)
-    flip = lambda t: t.reshape(n, g, g).flip(2).reshape(n, cells)
+    flip = lambda t: t.reshape(n, g, g, *t.shape[2:]).flip(2).reshape(t.shape)
     occ = occ.reshape(n, g, g, sub, sub).flip(2).flip(4).reshape(n, cells, sub * sub)
-    return px.flip(-1), flip(kind), flip(colour), occ
+    out = (px.flip(-1), flip(kind), flip(colour), occ)
+    if box is None:
+        return out
+    box = flip(box)
+    mirrored = torch.stack((1 - box[..., 2], box[..., 1], 1 - box[..., 0], box[..., 3]), -1)
+    return out + (torch.where((out[1] > 0).unsqueeze(-1), mirrored, box),)
 
 
 def losses(vit, heads, px, kind, colour, occ, box=None, box_weight: float = 0.0):
@@ -255,8 +262,6 @@ def main(argv: list[str] | None = None) -> int:
     if args.object_cover is not None and not 0 < args.object_cover <= 1:
         raise SystemExit(f"--object-cover must be in (0, 1], got {args.object_cover}")
     boxes = args.box_weight > 0
-    if boxes and args.flip:
-        raise SystemExit("--flip does not mirror the patch boxes yet; use one of --flip / --box-weight")
     if cfg.patch_size % SUBCELLS:
         raise SystemExit(f"vision.patch_size {cfg.patch_size} must be a multiple of {SUBCELLS}")
     entries = [json.loads(x) for x in manifest.read_text().splitlines() if x.strip()]

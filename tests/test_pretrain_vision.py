@@ -96,9 +96,9 @@ def test_box_head_trains_and_reports(world, tmp_path):
     assert report["box_weight"] == 5 and 0.0 <= report["object_patch_box_miou"] <= 1.0
     assert report["object_cover"] == 0.1 and report["heldout_objects_with_a_patch"] >= 0.95
     assert set(torch.load(out, weights_only=True)) == set(EVAViT(load_yaml(ModelConfig, model).vision).state_dict())
-    with pytest.raises(SystemExit, match="--flip"):
-        pv.main(["--data", str(world), "--out", str(out), "--model", model, "--steps", "1", "--flip",
-                 "--box-weight", "1", "--limit", "4"])
+    assert pv.main(["--data", str(world), "--out", str(out), "--model", model, "--steps", "2", "--flip",
+                    "--batch", "4", "--box-weight", "1", "--limit", "8"]) == 0  # mirrored boxes train too
+    assert json.loads(out.with_suffix(".json").read_text())["flip"] is True
     with pytest.raises(SystemExit, match="--box-weight must be >= 0"):
         pv.main(["--data", str(world), "--out", str(out), "--model", model, "--steps", "1", "--box-weight", "-1"])
 
@@ -141,6 +141,14 @@ def test_mirror_moves_pictures_and_labels_together():
     again = pv.mirror(mpx, mkind, mcolour, mocc)
     for a, b in zip(again, (px, kind, colour, occ)):
         assert torch.equal(a, b)
+    # the patch's owner box (x1, y1, x2, y2) / size moves with the patch and is mirrored: 28..32 -> 96..100
+    box = torch.zeros(2, g * g, 4)
+    box[1, 2 * g + 1] = torch.tensor([28, 32, 32, 36]) / size
+    *_, mbox = pv.mirror(px, kind, colour, occ, box)
+    assert mbox[1].abs().sum(-1).nonzero().flatten().tolist() == [2 * g + g - 2]
+    assert torch.allclose(mbox[1, 2 * g + g - 2] * size, torch.tensor([96.0, 32, 100, 36]))
+    *_, back = pv.mirror(mpx, mkind, mcolour, mocc, mbox)
+    assert torch.allclose(back, box)
 
 
 def test_object_cover_gives_small_objects_their_patches(world):
