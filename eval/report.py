@@ -203,17 +203,18 @@ def vqa_markdown(results: Sequence[SplitResult]) -> str:
     what = (f"VQA accuracy ({m0.get('vqa_variant')} variant of the GT-Vision-Lab evaluator)"
             if m0["metric"] == "vqa_acc" else "exact match after VQA answer normalisation")
     main = _table(
-        ["split", "questions", "accuracy", "wrong", "empty answers", "missing"],
-        [[r.split, r.metrics["n"], _pct(r.metrics["accuracy"]), r.metrics["n_wrong"], r.metrics["n_empty"],
-          r.metrics["n_missing"]] for r in results],
+        ["split", "questions", "accuracy", "wrong", "of the wrong kind", "empty answers", "missing"],
+        [[r.split, r.metrics["n"], _pct(r.metrics["accuracy"]), r.metrics["n_wrong"], r.metrics["n_off_type"],
+          r.metrics["n_empty"], r.metrics["n_missing"]] for r in results],
     )
     out = (f"Metric: **{what}**, in %, over every question; the prediction is the model's answer lower-cased "
-           f"and stripped.\n\n{main}\n")
+           f"and stripped. *Of the wrong kind*: yes/no, true/false or an open answer where the references "
+           f"are of another kind (\"yes\" to a what-question).\n\n{main}\n")
     for r in results:
         if "by_answer_type" in r.metrics:
             out += f"\n### {r.split} by answer type\n\n" + _table(
-                ["answer type", "questions", "accuracy"],
-                [[k, v["n"], _pct(v["accuracy"])] for k, v in r.metrics["by_answer_type"].items()],
+                ["answer type", "questions", "accuracy", "of the wrong kind"],
+                [[k, v["n"], _pct(v["accuracy"]), v["n_off_type"]] for k, v in r.metrics["by_answer_type"].items()],
             ) + "\n"
     return out + f"\n## Wrong answers\n\n![wrong answers]({SHEET})\n"
 

@@ -123,14 +123,32 @@ def vqa_prediction(answer: str) -> str:
     return answer.lower().strip()
 
 
+_CLOSED_KINDS = {"yes": "yes/no", "no": "yes/no", "true": "true/false", "false": "true/false"}
+
+
+def answer_kind(text: str) -> str:
+    """``yes/no``, ``true/false`` or ``open``: the kind of a (VQA-normalised) answer."""
+    return _CLOSED_KINDS.get(normalize_answer(text), "open")
+
+
+def off_type(pred: str, answers: Sequence[str]) -> bool:
+    """True when the prediction's kind (:func:`answer_kind`) is none of the reference answers' kinds:
+    "yes" to "What colour is the ball?", "no" to a true/false statement, "red" to "Is it red?".
+    A wrong answer of the right kind is not off-type; an empty one is not counted either."""
+    return bool(pred) and answer_kind(pred) not in {answer_kind(a) for a in answers}
+
+
 def vqa_row(answer: str | None, record: VQARecord, metric: str, variant: VQAVariant = "official") -> dict[str, Any]:
     """One question.  ``metric``: ``vqa_acc`` (VQA accuracy, ``variant`` official/legacy) or
-    ``exact`` (VQA-normalised prediction equals a VQA-normalised answer: GQA, VSR)."""
-    row: dict[str, Any] = {"answer": answer, "answers": list(record.answers), "score": 0.0, "status": "missing"}
+    ``exact`` (VQA-normalised prediction equals a VQA-normalised answer: GQA, VSR).  ``off_type``:
+    the answer is of another kind than the references (:func:`off_type`)."""
+    row: dict[str, Any] = {"answer": answer, "answers": list(record.answers), "score": 0.0, "status": "missing",
+                           "off_type": False}
     if answer is None:
         return row
     pred = vqa_prediction(answer)
     row["status"] = "ok" if pred else "empty"
+    row["off_type"] = off_type(pred, record.answers)
     if metric == "vqa_acc":
         row["score"] = vqa_accuracy(pred, record.answers, variant=variant)
     elif metric == "exact":
@@ -147,15 +165,17 @@ def score_vqa(
     variant: VQAVariant = "official",
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Mean per-question score over every question, plus a per-answer-type breakdown when the
-    records carry ``meta["answer_type"]`` (VQAv2/OK-VQA/VizWiz/GQA structural type)."""
+    records carry ``meta["answer_type"]`` (VQAv2/OK-VQA/VizWiz/GQA structural type).  ``n_off_type``
+    (overall and per answer type): answers of the wrong kind, e.g. "yes" to a what-question, a
+    failure of reading the question rather than the picture (eighteenth session of the demo model)."""
     _check_lengths(records, answers)
     rows = [vqa_row(a, r, metric, variant) for a, r in zip(answers, records)]
     counts = Counter(r["status"] for r in rows)
-    by_type: dict[str, list[float]] = defaultdict(list)
+    by_type: dict[str, list[dict[str, Any]]] = defaultdict(list)
     for row, record in zip(rows, records):
         kind = record.meta.get("answer_type")
         if kind is not None:
-            by_type[str(kind)].append(row["score"])
+            by_type[str(kind)].append(row)
     metrics: dict[str, Any] = {
         "n": len(rows),
         "metric": metric,
@@ -163,11 +183,15 @@ def score_vqa(
         "n_empty": counts["empty"],
         "n_missing": counts["missing"],
         "n_wrong": sum(1 for r in rows if r["status"] == "ok" and r["score"] == 0.0),
+        "n_off_type": sum(r["off_type"] for r in rows),
     }
     if metric == "vqa_acc":
         metrics["vqa_variant"] = variant
     if by_type:
-        metrics["by_answer_type"] = {k: {"n": len(v), "accuracy": _mean(v)} for k, v in sorted(by_type.items())}
+        metrics["by_answer_type"] = {
+            k: {"n": len(v), "accuracy": _mean([r["score"] for r in v]), "n_off_type": sum(r["off_type"] for r in v)}
+            for k, v in sorted(by_type.items())
+        }
     return metrics, rows
 
 

@@ -17,7 +17,7 @@ from PIL import Image, ImageDraw
 
 from eval.engine import EvalItem, ResumeError, check_run_info, read_predictions, run_generation
 from eval.metrics import box_iou, is_hit
-from eval.scoring import score_refer, score_vqa
+from eval.scoring import answer_kind, score_refer, score_vqa
 from mgv2 import boxes
 from mgv2.cli import main
 from mgv2.errors import MGV2Error
@@ -153,11 +153,31 @@ def test_vqa_scoring_variants_and_breakdown():
     # after normalisation: leave-one-out gives 2/3 for those 3 answers and 1 for the other 7 -> 0.9
     assert [r["score"] for r in rows] == pytest.approx([1.0, 0.9, 0.0, 0.0])
     assert m["accuracy"] == pytest.approx(1.9 / 4) and m["n_empty"] == 1 and m["n_missing"] == 1
-    assert m["by_answer_type"]["other"] == {"n": 2, "accuracy": 0.0}
+    assert m["by_answer_type"]["other"] == {"n": 2, "accuracy": 0.0, "n_off_type": 0}
     assert m["vqa_variant"] == "official"
     # exact match after VQA normalisation (GQA, VSR)
     em, _ = score_vqa([VQARecord(image="a", question="q", answers=["true"])] * 2, ["True.", "false"], "exact")
     assert em["accuracy"] == 0.5
+
+
+def test_vqa_answers_of_the_wrong_kind_are_counted():
+    """"yes" to a what-question, "no" to a true/false statement and "red" to an is-question are
+    off-type; a wrong answer of the right kind, an empty or a missing one is not."""
+    recs = [
+        VQARecord(image="a", question="What colour?", answers=["red"], meta={"answer_type": "other"}),
+        VQARecord(image="a", question="What colour?", answers=["red"], meta={"answer_type": "other"}),
+        VQARecord(image="a", question="Is it red?", answers=["yes"], meta={"answer_type": "yes/no"}),
+        VQARecord(image="a", question="Is it red?", answers=["no"], meta={"answer_type": "yes/no"}),
+        VQARecord(image="a", question="stmt", answers=["false"], meta={"answer_type": "vsr"}),
+        VQARecord(image="a", question="stmt", answers=["true"], meta={"answer_type": "vsr"}),
+        VQARecord(image="a", question="What colour?", answers=["red"], meta={"answer_type": "other"}),
+        VQARecord(image="a", question="What colour?", answers=["red"], meta={"answer_type": "other"}),
+    ]
+    m, rows = score_vqa(recs, ["Yes.", "blue", "red", "yes", "no", "False", "", None], "exact")
+    assert [r["off_type"] for r in rows] == [True, False, True, False, True, False, False, False]
+    assert m["n_off_type"] == 3
+    assert {k: v["n_off_type"] for k, v in m["by_answer_type"].items()} == {"other": 1, "vsr": 1, "yes/no": 1}
+    assert answer_kind("No.") == "yes/no" and answer_kind("TRUE") == "true/false" and answer_kind("two") == "open"
 
 
 # ----------------------------------------------------------------------------- shared annotations
@@ -230,7 +250,7 @@ def test_rescore_shared_vsr(tmp_path, capsys):
                                                  for i, y in enumerate(labels)))
     rc, out, _ = run_cli(["eval", "vsr", "--predictions", str(perfect), "--json", "--out", str(tmp_path / "a")], capsys)
     assert rc == 0 and json.loads(out)["splits"]["test"] == pytest.approx(
-        {"n": 1222, "metric": "exact", "accuracy": 1.0, "n_empty": 0, "n_missing": 0, "n_wrong": 0})
+        {"n": 1222, "metric": "exact", "accuracy": 1.0, "n_empty": 0, "n_missing": 0, "n_wrong": 0, "n_off_type": 0})
     always_true = write_jsonl(tmp_path / "b.jsonl", ({"index": i, "answer": "true"} for i in range(len(labels))))
     rc, out, _ = run_cli(["eval", "vsr", "--split", "test", "--predictions", str(always_true), "--json",
                           "--out", str(tmp_path / "b")], capsys)
