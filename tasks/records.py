@@ -179,18 +179,24 @@ class GroundedCaptionRecord:
 
 @dataclass
 class VQARecord:
-    """A question and its ground-truth answers (10 annotators in VQAv2/OK-VQA; 1 in GQA)."""
+    """A question and its ground-truth answers (10 annotators in VQAv2/OK-VQA; 1 in GQA).
+
+    ``statement``: the text is a claim to judge, not a question (VSR: "The cat is left of the
+    dog." -> ``true`` / ``false``); the VQA task then poses it with its true-or-false templates."""
 
     image: Any
     question: str
     answers: list[str]
     meta: dict[str, Any] = field(default_factory=dict)
+    statement: bool = False
 
     def __post_init__(self) -> None:
         _check_text(self.question, "VQARecord.question")
         if not self.answers:
             raise TaskError("VQARecord.answers must hold at least one answer")
         self.answers = [_check_text(a, f"VQARecord.answers[{k}]") for k, a in enumerate(self.answers)]
+        if not isinstance(self.statement, bool):
+            raise TaskError(f"VQARecord.statement must be True or False, got {self.statement!r}")
 
 
 @dataclass

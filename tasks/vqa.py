@@ -2,7 +2,7 @@
 
 Training: question through the training text processor; one answer drawn weighted by annotator
 frequency (SPEC §4; weights in order of first appearance), also text-processed; then one of the
-two official templates.  Benchmark prompts (SPEC §7) are in :data:`BENCHMARK_PROMPTS`, chosen with
+two official templates (a statement record, VSR, one of :data:`STATEMENT_TEMPLATES`).  Benchmark prompts (SPEC §7) are in :data:`BENCHMARK_PROMPTS`, chosen with
 ``prompt(record, style=...)``; the question is inserted as the reader gives it.
 
 Score keys: ``exact`` (VQA-normalised prediction equals a VQA-normalised answer: GQA, VSR) and,
@@ -25,9 +25,17 @@ TEMPLATES: tuple[str, ...] = (
     "[vqa] {}",
     "[vqa] Based on the image, respond to this question with a short answer: {}",
 )
+# A statement record (VSR: a claim about the picture, answered true / false) is posed as one: the
+# question templates would put "respond to this question" before a sentence that is no question,
+# and the benchmark's wording (SPEC §7) would never be seen in training.  MiniGPT-v2 scores VSR
+# zero-shot; these matter where a VSR-style train split is in the mixture (the demo preset).
+STATEMENT_TEMPLATES: tuple[str, ...] = (
+    "[vqa] Based on the image, is this statement true or false? {}",
+    "[vqa] Is this statement true or false? {}",
+)
 BENCHMARK_PROMPTS: dict[str, str] = {
-    "short": "[vqa] Based on the image, respond to this question with a short answer: {}",
-    "vsr": "[vqa] Based on the image, is this statement true or false? {}",
+    "short": TEMPLATES[1],
+    "vsr": STATEMENT_TEMPLATES[0],
     "vizwiz": (
         "[vqa] The question is '{}' Based on the image, answer the question with a single word or phrase. "
         "and reply 'unanswerable' when the provided information is insufficient"
@@ -55,6 +63,8 @@ class VQATask(TextTask[VQARecord]):
     def _pair(self, record: VQARecord, rng: random.Random) -> tuple[str, str]:
         question = process_text(record.question)
         answer = process_text(draw_answer(record.answers, rng))
+        if record.statement:
+            return rng.choice(STATEMENT_TEMPLATES).format(question), answer
         return self.draw(rng, question), answer
 
     def prompt(self, record: VQARecord, style: str = "short") -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import random
 from collections import Counter
 
@@ -188,6 +189,33 @@ def test_vqa_build_weighted_answer_and_processed_question():
     assert Counter(draw_answer(["a", "b", "b", "b"], random.Random(i)) for i in range(4000))["b"] / 4000 == (
         pytest.approx(0.75, abs=0.03)
     )
+
+
+def test_vqa_statement_records_are_posed_as_true_or_false():
+    """A VSR statement is trained with the true-or-false wording the benchmark asks with (SPEC §7),
+    never with "respond to this question"; questions never get the statement wording."""
+    claim = VQARecord(image="img.jpg", question="The Cup is left of the dog.", answers=["true"], statement=True)
+    task = TASKS["vqa"]
+    built = {task.build(claim, random.Random(i)).instruction for i in range(200)}
+    assert built == {
+        "[vqa] Based on the image, is this statement true or false? the cup is left of the dog",
+        "[vqa] Is this statement true or false? the cup is left of the dog",
+    }
+    assert task.prompt(claim, style="vsr") == (
+        "[vqa] Based on the image, is this statement true or false? The Cup is left of the dog."
+    )
+    questions = {s.instruction for s in _all_builds("vqa", 200)}
+    assert not any("true or false" in q for q in questions)
+
+
+def test_vsr_reader_marks_statements(tmp_path):
+    from tasks.readers.vsr import read_vsr
+
+    path = tmp_path / "test.jsonl"
+    path.write_text(json.dumps({"image": "1.jpg", "caption": "The cat is left of the dog.", "label": 0}) + "\n")
+    (record,) = read_vsr(path)
+    assert record.statement and record.answers == ["false"]
+    assert not VQA.statement
 
 
 def test_vqa_benchmark_prompts():
@@ -412,6 +440,7 @@ def test_task_for_prompt_chat_and_errors():
         (lambda: GroundedCaptionRecord(None, 10, 10, "abc", [(0, 9, [(0, 0, 1, 1)])]), "outside"),
         (lambda: GroundedCaptionRecord(None, 10, 10, "abc", [(0, 2, [])]), "no box"),
         (lambda: VQARecord(None, "q?", []), "at least one"),
+        (lambda: VQARecord(None, "q?", ["yes"], statement="yes"), "statement must be True or False"),
         (lambda: ConversationRecord(None, [("hi",)]), "pair"),
     ],
 )

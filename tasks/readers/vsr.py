@@ -29,6 +29,7 @@ def read_vsr(path: str | Path, images: str | Path | None = None) -> list[VQAReco
                     image=str(Path(images) / image) if images is not None else image,
                     question=caption,
                     answers=["true" if label else "false"],
+                    statement=True,
                     meta={
                         "index": len(out),
                         "line": line,
