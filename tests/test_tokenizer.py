@@ -63,6 +63,22 @@ def test_round_trip(tok, text):
     assert tok.decode(ids[1:]) == text
 
 
+def test_uncased_so_benchmark_questions_read_like_training_ones(tok):
+    """Training text is lowercased (SPEC §2) but benchmark prompts keep the dataset's spelling
+    (SPEC §7): the tiny tokenizer lowercases, so "What is ..." gets the ids of "what is ..."; the
+    added tokens keep theirs."""
+    ids = tok("[INST] <Img><ImageHere></Img> [vqa] What is left of the Ball? [/INST]", add_special_tokens=False).input_ids
+    assert ids == tok("[INST] <Img><ImageHere></Img> [vqa] what is left of the ball? [/INST]", add_special_tokens=False).input_ids
+    assert tok.convert_tokens_to_ids("[INST]") in ids and tok.convert_tokens_to_ids("<ImageHere>") in ids
+    assert tok.decode(tok("Is the Cup red?", add_special_tokens=False).input_ids) == "is the cup red?"
+
+
+def test_cased_tokenizer_on_request(tmp_path):
+    texts = tiny_corpus(templates=["[vqa] {}"], n=300)
+    cased = load_tokenizer(train_tiny_tokenizer(texts, tmp_path / "cased", vocab_size=1024, uncased=False))
+    assert cased("What", add_special_tokens=False).input_ids != cased("what", add_special_tokens=False).input_ids
+
+
 def test_digits_split_individually(tok):
     assert tok.tokenize("2024") == ["▁", "2", "0", "2", "4"]
 
