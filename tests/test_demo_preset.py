@@ -26,6 +26,8 @@ def test_demo_configs_load():
         assert m.prompt_layout == "instruction_first"  # the expression before the image (docs/demo_model.md)
         refer = [d for d in t.datasets if d.task == "refer"]
         assert refer and all(d.turns_per_image == 1 for d in refer)  # every refer prompt in that layout
+        questions = [d for d in t.datasets if d.task == "vqa"]  # VQA-, GQA-, VSR-style: the same (stages 2-3)
+        assert all(d.turns_per_image == 1 for d in questions) and (s == 1 or len(questions) == 3)
     # stage 1 freezes the ViT that stage 0 (scripts/train_demo.sh) writes to runs/demo/vision0.pth
     first = load_yaml(TrainConfig, ROOT / "configs/train/demo_stage1.yaml").model_config()
     assert first.path(first.vision.checkpoint).resolve() == (ROOT / "runs/demo/vision0.pth").resolve()
