@@ -3,7 +3,7 @@
 # the world's per-patch kinds, colours and object boxes, scripts/pretrain_vision.py) -> three training stages ->
 # refer evaluation on the held-out val/testA/testB analogues -> learning-curve plot.
 #
-#   scripts/train_demo.sh                      # everything under runs/ (about 66 min on 2 CPU cores
+#   scripts/train_demo.sh                      # everything under runs/ (about 66-70 min on 2 CPU cores
 #                                              # with native bf16, from stage times measured there;
 #                                              # about 125 min on an AVX2-only CPU, in fp32)
 #   EVAL_LIMIT=0 scripts/train_demo.sh         # evaluate every expression (slower)
