@@ -126,7 +126,8 @@ def train_tiny_tokenizer(texts: Iterable[str], out_dir: Path, vocab_size: int = 
     the dataset spells it ("What is left of the ball?", SPEC §7).  Llama-2 learnt in pretraining
     that "What" and "what" mean the same; an LLM trained from scratch on lowercased text never sees
     "▁What" next to a question and reads such a prompt without its first word (docs/demo_model.md,
-    nineteenth session).  The BPE pieces are learnt as before, so the ids do not change.
+    nineteenth session).  The BPE pieces are learnt as before (cased), so the ids do not change;
+    pieces with capitals stay in the vocabulary, unreachable.
 
     ``vocab_size`` is the total size (``len(tokenizer)``), added tokens included.  Layout of the
     ids: 0 ``<unk>``, 1 ``<s>``, 2 ``</s>``, 3..258 byte-fallback tokens, then the learnt BPE

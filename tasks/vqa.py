@@ -2,8 +2,9 @@
 
 Training: question through the training text processor; one answer drawn weighted by annotator
 frequency (SPEC §4; weights in order of first appearance), also text-processed; then one of the
-two official templates (a statement record, VSR, one of :data:`STATEMENT_TEMPLATES`).  Benchmark prompts (SPEC §7) are in :data:`BENCHMARK_PROMPTS`, chosen with
-``prompt(record, style=...)``; the question is inserted as the reader gives it.
+two official templates (a statement record, VSR, one of :data:`STATEMENT_TEMPLATES`).  Benchmark
+prompts (SPEC §7) are in :data:`BENCHMARK_PROMPTS`, chosen with ``prompt(record, style=...)``; the
+question is inserted as the reader gives it.
 
 Score keys: ``exact`` (VQA-normalised prediction equals a VQA-normalised answer: GQA, VSR) and,
 when the record has two or more answers, ``vqa_acc`` (:func:`eval.metrics.vqa_accuracy`, variant
