@@ -5,7 +5,8 @@
 #
 #   scripts/train_demo.sh                      # everything under runs/ (about 55-57 min on 2 CPU cores
 #                                              # with native bf16, estimated from stage times measured
-#                                              # there; 94 min measured on an AVX2-only CPU, in fp32)
+#                                              # there; 87.8 min measured on an AVX2-only CPU in fp32
+#                                              # with the world already drawn, about 94 with it)
 #   EVAL_LIMIT=0 scripts/train_demo.sh         # evaluate every expression (slower)
 #   STAGES="1" scripts/train_demo.sh           # stage 1 only (the refer-heavy curriculum stage)
 #
