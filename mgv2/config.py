@@ -591,6 +591,15 @@ class TrainConfig:
     # tokens (no image decode / resize / ViT pass per step; same losses).  Memory: pictures x
     # (1 + patches) x ViT width per process (mgv2/vision_cache.py).  DDP or one process.
     vision_cache: bool = False
+    # With vision_cache: a folder (relative to the working directory) where the table is saved under a
+    # hash of the ViT weights, picture processing, autocast dtype and the pictures (path, size, mtime);
+    # a later stage with the same ViT and pictures reads it instead of encoding again.  null = memory only.
+    vision_cache_dir: str | None = None
+    # torch.compile the LLM decoder (TorchInductor; dynamic shapes, so one graph serves every batch
+    # shape).  On a CPU it needs a C++ compiler (g++ / clang++).  true = compile or stop with an
+    # error; auto = compile where that is possible, else train eagerly and say why; false = eager.
+    # Same losses up to float rounding; the demo stages' steps ran 1.1-1.2x faster (bench/compile.py).
+    compile: bool | Literal["auto"] = False
     # Soft coordinate targets: each answer coordinate token <t> is scored against a Gaussian of this
     # std (in coordinate units, 0..100) over <0>..<100> (KL; SoftCoordinateLoss in mgv2/trainer.py),
     # every other token with the cross-entropy.  null = one-hot cross-entropy (the official loss).
@@ -625,6 +634,9 @@ class TrainConfig:
                 raise ConfigError(f"trainable: unknown part(s) {unknown}; choose from {list(TRAINABLE_PARTS)}")
         if self.vision_trainable_blocks is not None and self.vision_trainable_blocks < 0:
             raise ConfigError("vision_trainable_blocks must be >= 0")
+        if self.vision_cache_dir is not None and not self.vision_cache:
+            raise ConfigError("vision_cache_dir is set but vision_cache is false; set vision_cache: true "
+                              "(frozen ViT) or drop vision_cache_dir")
         if self.vision_cache and self.distributed == "fsdp":
             raise ConfigError("vision_cache: true runs with distributed: ddp (or one process), not fsdp; "
                               "set vision_cache: false for a sharded model")

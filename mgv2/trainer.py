@@ -143,6 +143,27 @@ def native_bf16(device: torch.device) -> bool:
 # the module DDP / FSDP wrap
 
 
+def compile_unavailable(device: torch.device, distributed: str | None = None) -> str | None:
+    """Why torch.compile cannot train on ``device`` here, or None where it can: TorchInductor
+    needs a C++ compiler for CPU kernels and Triton for CUDA ones; sharded (fsdp) training is not
+    compiled by mgv2."""
+    if distributed == "fsdp":
+        return "mgv2 does not compile fsdp-sharded training"
+    if device.type == "cpu":
+        names = [os.environ["CXX"]] if os.environ.get("CXX") else ["g++", "c++", "clang++"]
+        if not any(shutil.which(n) for n in names):
+            return (f"no C++ compiler ({' / '.join(names)}) is on PATH, which TorchInductor needs for CPU "
+                    "kernels; install one (e.g. apt install g++)")
+        return None
+    if device.type == "cuda":
+        import importlib.util
+
+        if importlib.util.find_spec("triton") is None:
+            return "the triton package, which TorchInductor needs for CUDA kernels, is not installed"
+        return None
+    return f"mgv2 compiles on cpu and cuda devices, not {device.type}"
+
+
 class SoftCoordinateLoss(nn.Module):
     """Answer-token loss where each coordinate token's target is a Gaussian over the values.
 
@@ -468,6 +489,7 @@ class Trainer:
             if self.latest is None and init is not None and self._carry_region_head(region_loss, init):
                 self._say(f"region loss: head carried over from {init}")
         self.loss_module = LossModule(self.model, coord_loss, region_loss)
+        self.compiled = self._maybe_compile()
         self.wrapped = self._wrap(self.loss_module)
         self.trainable = [p for p in self.loss_module.parameters() if p.requires_grad]
         self.optimizer = build_optimizer(self.loss_module, cfg)
@@ -483,6 +505,8 @@ class Trainer:
             self.loss_module.vision_cache = build_vision_cache(
                 self.model, pipe.processor, images, device=info.device, autocast=self.autocast,
                 rank=info.rank, world=info.world, progress=cfg.progress and info.main, say=self._say,
+                cache_dir=None if cfg.vision_cache_dir is None else Path(os.path.expanduser(cfg.vision_cache_dir)),
+                precision=str(self._amp_dtype() or torch.float32).removeprefix("torch."),
             )
             rows = self.loss_module.vision_cache.index
         datasets = [
@@ -553,6 +577,23 @@ class Trainer:
         if not (folder / STATE_FILE).is_file():
             raise TrainingError(f"{folder} has no {STATE_FILE}; the checkpoint is incomplete")
         return folder
+
+    def _maybe_compile(self) -> bool:
+        """``compile``: torch.compile the LLM decoder in place (its state-dict keys do not change);
+        TorchInductor builds the kernels at the first step.  True where it is compiled."""
+        mode = self.cfg.compile
+        if mode is False:
+            return False
+        why = compile_unavailable(self.dist.device, self.cfg.distributed if self.dist.active else None)
+        if why is not None:
+            if mode is True:
+                raise TrainingError(f"compile: true, but {why}; set compile: auto (train eagerly where it "
+                                    "cannot compile) or compile: false")
+            self._say(f"compile auto: training eagerly ({why})")
+            return False
+        self.model.llama_model.get_decoder().compile(dynamic=True)
+        self._say("compile: the LLM decoder is compiled (torch.compile, dynamic shapes) during the first steps")
+        return True
 
     def _wrap(self, module: nn.Module) -> nn.Module:
         info, cfg = self.dist, self.cfg

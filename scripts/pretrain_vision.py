@@ -19,9 +19,12 @@ per-patch accuracies.  The result is a plain state dict saved with ``torch.save`
 from __future__ import annotations
 
 import argparse
+import functools
 import json
+import multiprocessing
 import sys
 import time
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -111,21 +114,39 @@ def _boxes(owner: np.ndarray, major: np.ndarray, objects: list) -> np.ndarray:
     return extent[major] / len(owner)
 
 
-def load_split(data: Path, entries: list[dict], processor: ImageProcessor, patch: int, desc: str,
-               boxes: bool = False, min_cover: float | None = None):
-    """``(pixels, kind, colour, occupancy)`` tensors of the pictures, and their patch boxes when asked."""
-    pixels, kinds, colours, occs, extents = [], [], [], [], []
-    for e in tqdm(entries, desc=desc, unit="img"):
-        pixels.append(processor(load_image(data / "images" / e["file_name"])))
+def _load_entries(data: Path, entries: list[dict], processor: ImageProcessor, patch: int, boxes: bool,
+                  min_cover: float | None) -> list[tuple[np.ndarray, ...]]:
+    """``(pixels, kind, colour, occupancy[, patch boxes])`` of each entry's picture, as numpy arrays
+    (they cross from worker processes as plain bytes; torch tensors would each take a shared-memory file)."""
+    out = []
+    for e in entries:
         owners = _owners(e, processor.size, patch, min_cover)
-        k, c, o = _labels(*owners, patch)
-        kinds.append(torch.from_numpy(k))
-        colours.append(torch.from_numpy(c))
-        occs.append(torch.from_numpy(o))
-        if boxes:
-            extents.append(torch.from_numpy(_boxes(*owners)))
-    out = (torch.stack(pixels), torch.stack(kinds).long(), torch.stack(colours).long(), torch.stack(occs))
-    return out + (torch.stack(extents),) if boxes else out
+        item = (processor(load_image(data / "images" / e["file_name"])).numpy(), *_labels(*owners, patch))
+        out.append(item + (_boxes(*owners),) if boxes else item)
+    return out
+
+
+def load_split(data: Path, entries: list[dict], processor: ImageProcessor, patch: int, desc: str,
+               boxes: bool = False, min_cover: float | None = None, workers: int = 1):
+    """``(pixels, kind, colour, occupancy)`` tensors of the pictures, and their patch boxes when asked;
+    ``workers`` processes decode the pictures and draw their labels (chunks of 64, kept in order)."""
+    chunks = [entries[i : i + 64] for i in range(0, len(entries), 64)]
+    job = functools.partial(_load_entries, data, processor=processor, patch=patch, boxes=boxes, min_cover=min_cover)
+    items: list[tuple[np.ndarray, ...]] = []
+    with tqdm(total=len(entries), desc=desc, unit="img") as bar:
+        if workers > 1:
+            # one intra-op thread in each worker: a forked child must not use the parent's OpenMP pool
+            with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("fork"),
+                                     initializer=torch.set_num_threads, initargs=(1,)) as pool:
+                for part in pool.map(job, chunks):
+                    items += part
+                    bar.update(len(part))
+        else:
+            for chunk in chunks:
+                items += job(chunk)
+                bar.update(len(chunk))
+    pixels, kinds, colours, occs, *extents = (torch.from_numpy(np.stack(t)) for t in zip(*items))
+    return (pixels, kinds.long(), colours.long(), occs, *extents)
 
 
 class PatchHeads(nn.Module):
@@ -246,6 +267,8 @@ def main(argv: list[str] | None = None) -> int:
                     help="fp32 (default) or bf16 autocast (fp32 weights); auto: bf16 where the CPU computes it in "
                          "hardware (AVX512-BF16 / AMX, mgv2.trainer.native_bf16), else fp32.  bench/stage0.py: bf16 "
                          "is 2.1x faster for the smol preset's 384-wide ViT and slower for the demo's 128-wide one")
+    ap.add_argument("--workers", type=int, default=1,
+                    help="processes that decode the pictures and draw their labels before training (2 cores: 2)")
     ap.add_argument("--eval-every", type=int, default=0,
                     help="also score the first 1000 held-out pictures every N steps (a learning curve in the report)")
     args = ap.parse_args(argv)
@@ -268,8 +291,10 @@ def main(argv: list[str] | None = None) -> int:
     train = [e for e in entries if e["split"] == "train"][: args.limit]
     held = [e for e in entries if e["split"] != "train"][: max(64, (args.limit or 0) // 4) if args.limit else None]
     processor = ImageProcessor(size=cfg.img_size)
-    train_t = load_split(data, train, processor, cfg.patch_size, "train pictures", boxes, args.object_cover)
-    held_t = load_split(data, held, processor, cfg.patch_size, "held-out pictures", boxes, args.object_cover)
+    train_t = load_split(data, train, processor, cfg.patch_size, "train pictures", boxes, args.object_cover,
+                         args.workers)
+    held_t = load_split(data, held, processor, cfg.patch_size, "held-out pictures", boxes, args.object_cover,
+                        args.workers)
     seen = np.asarray([objects_with_a_patch(e, cfg.img_size, cfg.patch_size, args.object_cover) for e in held])
     labelled = float(seen[:, 1].sum() / max(1, seen[:, 0].sum()))
     print(f"held-out objects that label at least one patch: {labelled:.3f}")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -13,11 +14,15 @@ TINY = ROOT / "configs" / "model" / "tiny.yaml"
 
 
 def load_script(name: str):
-    """A file of scripts/ imported as a module (scripts/ is not a package)."""
+    """A file of scripts/ imported as a module (scripts/ is not a package), registered in
+    sys.modules under ``name`` so its functions pickle by reference (worker processes)."""
     import importlib.util
 
+    if name in sys.modules:
+        return sys.modules[name]
     spec = importlib.util.spec_from_file_location(name, ROOT / "scripts" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
     spec.loader.exec_module(module)
     return module
 

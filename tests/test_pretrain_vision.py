@@ -182,6 +182,21 @@ def test_object_cover_gives_small_objects_their_patches(world):
         pv.main(["--data", str(world), "--out", "unused.pth", "--steps", "1", "--object-cover", "0"])
 
 
+def test_workers_load_the_same_split_in_order(world):
+    """--workers 2: two processes decode the pictures and draw the labels, in chunks of 64; the
+    tensors are the one-process ones, in the manifest's order."""
+    from mgv2.image import ImageProcessor
+
+    cfg = load_yaml(ModelConfig, ROOT / "configs" / "model" / "demo.yaml").vision
+    entries = [json.loads(x) for x in (world / "scenes.jsonl").read_text().splitlines()] * 2  # 120: two chunks
+    args = (world, entries, ImageProcessor(size=cfg.img_size), cfg.patch_size, "t", True, 0.1)
+    one, two = pv.load_split(*args), pv.load_split(*args, workers=2)
+    assert len(one) == len(two) == 5 and len(one[0]) == 120
+    for a, b in zip(one, two):
+        assert a.dtype == b.dtype and torch.equal(a, b)
+    assert not torch.equal(one[1][0], one[1][1])  # different pictures, different labels: order matters
+
+
 def test_bf16_autocast_loss_matches_fp32_and_keeps_fp32_weights(world, tmp_path, monkeypatch):
     """--precision bf16: the same losses as fp32 to bf16's precision, fp32 weights saved; the box
     head's output stays fp32 under autocast (its L1 is a small number)."""

@@ -22,6 +22,7 @@ from mgv2.trainer import (
     SoftCoordinateLoss,
     Trainer,
     TrainingError,
+    compile_unavailable,
     lr_at,
     native_bf16,
     no_decay,
@@ -242,6 +243,43 @@ def test_native_bf16_reads_the_cpu_flags():
     assert native_bf16(torch.device("meta")) is False
 
 
+CPU_COMPILE = compile_unavailable(torch.device("cpu"))
+
+
+@pytest.mark.skipif(CPU_COMPILE is not None, reason=f"torch.compile cannot run here: {CPU_COMPILE}")
+def test_compile_gives_the_eager_losses_and_weights(tmp_path, capsys):
+    """compile: true (the demo stages) compiles the LLM decoder in place: the same losses and
+    trained weights as eager to float rounding, over batches of different shapes (dynamic shapes),
+    with the region loss reading a middle layer's hidden states; state-dict keys unchanged."""
+    over = {"steps": 4, "save_every": 100, "trainable": ["projector", "llm"], "lora": {"enabled": False},
+            "model_overrides": ["prompt_layout=instruction_first"], "region_loss": {"weight": 1.0, "layer": 1}}
+    eager = Trainer(make_cfg(tmp_path / "a", **over), records=tiny_world(), verbose=False)
+    compiled = Trainer(make_cfg(tmp_path / "b", compile=True, **over), records=tiny_world())
+    assert "the LLM decoder is compiled" in capsys.readouterr().out
+    assert compiled.compiled and not eager.compiled
+    assert compiled.model.llama_model.get_decoder()._compiled_call_impl is not None
+    assert compiled.train().losses == pytest.approx(eager.train().losses, rel=1e-4)
+    a, b = eager.model.state_dict(), compiled.model.state_dict()
+    assert list(a) == list(b)
+    for k in a:
+        torch.testing.assert_close(b[k], a[k], rtol=1e-3, atol=1e-5, msg=k)
+
+
+def test_compile_without_a_cpp_compiler_names_the_fix(tmp_path, monkeypatch, capsys):
+    """compile: true stops with the reason and the fix where TorchInductor has no C++ compiler;
+    compile: auto trains eagerly there and says why."""
+    monkeypatch.delenv("CXX", raising=False)
+    monkeypatch.setattr(trainer_mod.shutil, "which", lambda name: None)
+    assert "no C++ compiler" in compile_unavailable(torch.device("cpu"))
+    with pytest.raises(TrainingError, match="no C.. compiler.*compile: auto"):
+        Trainer(make_cfg(tmp_path / "a", compile=True, steps=1), records=tiny_world())
+    tr = Trainer(make_cfg(tmp_path / "b", compile="auto", steps=1), records=tiny_world())
+    assert not tr.compiled and "compile auto: training eagerly (no C++ compiler" in capsys.readouterr().out
+    assert compile_unavailable(torch.device("cpu"), "fsdp") == "mgv2 does not compile fsdp-sharded training"
+    with pytest.raises(ConfigError, match="compile"):
+        make_cfg(tmp_path / "c", compile="yes")
+
+
 def _coord_case(vocab=40, offset=7, seed=0):
     """101 coordinate ids scattered in a vocabulary of ``vocab + 101``, random logits, and targets
     that mix coordinate and other tokens."""
@@ -343,6 +381,50 @@ def test_vision_cache_gives_the_uncached_losses_and_weights(tmp_path):
     a, b = plain.train(), cached.train()
     assert b.losses == pytest.approx(a.losses, rel=1e-5)
     assert_same_weights(tmp_path / "a" / "final", tmp_path / "b" / "final", rtol=1e-5, atol=1e-7)
+
+
+def test_vision_cache_dir_saves_the_table_and_a_later_stage_reads_it(tmp_path, capsys):
+    """vision_cache_dir: the first stage saves its table under a hash of the ViT, processing and
+    pictures; a second stage with the same ViT and pictures reads it (same losses as encoding);
+    other ViT weights or a re-written picture give another file, a foreign file is refused."""
+    from mgv2.vision_cache import cache_file
+
+    images = tmp_path / "pictures"
+    images.mkdir()
+    store = tmp_path / "vcache"
+    over = {"steps": 3, "save_every": 100, "model_overrides": ["lora.dropout=0.0"],
+            "trainable": ["projector", "ln_vision", "lora"], "vision_cache": True}
+    first = Trainer(make_cfg(tmp_path / "a", vision_cache_dir=str(store), **over),
+                    records=tiny_world(image_dir=images))
+    assert "saved to" in capsys.readouterr().out
+    (saved,) = store.glob("vision_*.pt")
+    second = Trainer(make_cfg(tmp_path / "b", vision_cache_dir=str(store), **over),
+                     records=tiny_world(image_dir=images))
+    assert f"read from {saved}" in capsys.readouterr().out
+    assert torch.equal(second.loss_module.vision_cache.features, first.loss_module.vision_cache.features)
+    plain = Trainer(make_cfg(tmp_path / "c", **over), records=tiny_world(image_dir=images), verbose=False)
+    assert second.train().losses == pytest.approx(plain.train().losses, rel=1e-6)
+
+    model, proc = first.model, first.pipe.processor
+    keys = sorted(first.loss_module.vision_cache.index.rows)
+    assert cache_file(store, model, proc, keys, "float32") == saved
+    assert cache_file(store, model, proc, keys, "bfloat16") != saved
+    before = model.visual_encoder.pos_embed.detach().clone()
+    with torch.no_grad():
+        model.visual_encoder.pos_embed.add_(1e-3)
+    assert cache_file(store, model, proc, keys, "float32") != saved
+    with torch.no_grad():
+        model.visual_encoder.pos_embed.copy_(before)
+    assert cache_file(store, model, proc, keys, "float32") == saved
+    os.utime(keys[0], ns=(1, 1))
+    assert cache_file(store, model, proc, keys, "float32") != saved
+
+    wrong = cache_file(store, model, proc, keys, "float32")
+    torch.save({"keys": keys[:-1], "features": torch.zeros(len(keys) - 1, 2)}, wrong)
+    with pytest.raises(VisionCacheError, match="does not hold this stage's 12 pictures.*delete it"):
+        Trainer(make_cfg(tmp_path / "d", vision_cache_dir=str(store), **over), records=tiny_world(image_dir=images))
+    with pytest.raises(ConfigError, match="vision_cache_dir is set but vision_cache is false"):
+        make_cfg(tmp_path / "e", vision_cache_dir=str(store))
 
 
 def test_vision_cache_refuses_what_it_cannot_cache(tmp_path):
