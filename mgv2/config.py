@@ -598,7 +598,7 @@ class TrainConfig:
     # torch.compile the LLM decoder (TorchInductor; dynamic shapes, so one graph serves every batch
     # shape).  On a CPU it needs a C++ compiler (g++ / clang++).  true = compile or stop with an
     # error; auto = compile where that is possible, else train eagerly and say why; false = eager.
-    # Same losses up to float rounding; the demo stages' steps ran 1.1-1.2x faster (bench/compile.py).
+    # Same losses up to float rounding; demo stage 1 ran 1.07-1.08x the steps/s (bench/compile.py).
     compile: bool | Literal["auto"] = False
     # Soft coordinate targets: each answer coordinate token <t> is scored against a Gaussian of this
     # std (in coordinate units, 0..100) over <0>..<100> (KL; SoftCoordinateLoss in mgv2/trainer.py),

@@ -160,7 +160,7 @@ def build_vision_cache(
     if not keys:
         raise VisionCacheError("vision_cache: true but no dataset record names a picture; set vision_cache: false")
     t0 = time.perf_counter()
-    path = None
+    path, features = None, None
     if cache_dir is not None:
         path = cache_file(cache_dir, model, processor, keys, precision)
         found = torch.tensor([int(path.is_file())])
@@ -169,11 +169,27 @@ def build_vision_cache(
 
             dist.broadcast(found, 0)
         if found.item():
-            cache = VisionCache(PictureRows({k: i for i, k in enumerate(keys)}), _load_table(path, keys))
-            if say is not None:
-                say(f"vision cache: {len(keys)} pictures, {tuple(cache.features.shape[1:])} tokens each, "
-                    f"{cache.nbytes / 2**20:.0f} MiB, read from {path} in {time.perf_counter() - t0:.1f} s")
-            return cache
+            features = _load_table(path, keys)
+            done = f"read from {path} in {time.perf_counter() - t0:.1f} s"
+    if features is None:
+        features = _encode_table(model, processor, keys, device, autocast, rank, world, batch_size, progress)
+        done = f"{time.perf_counter() - t0:.1f} s"
+        if path is not None and rank == 0:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_path(path) as tmp:
+                torch.save({"keys": keys, "features": features}, tmp)
+            done += f", saved to {path}"
+    cache = VisionCache(PictureRows({k: i for i, k in enumerate(keys)}), features)
+    if say is not None:
+        say(f"vision cache: {len(keys)} pictures, {tuple(features.shape[1:])} tokens each, "
+            f"{cache.nbytes / 2**20:.0f} MiB, {done}")
+    return cache
+
+
+def _encode_table(model, processor: ImageProcessor, keys: list[str], device: torch.device,
+                  autocast: Callable[[], Any], rank: int, world: int, batch_size: int,
+                  progress: bool) -> torch.Tensor:
+    """The ViT's tokens of ``keys`` in order: this process encodes its slice, then all gather."""
     per = math.ceil(len(keys) / world)
     mine = keys[rank * per : (rank + 1) * per]
     mine += [keys[0]] * (per - len(mine))
@@ -196,14 +212,4 @@ def build_vision_cache(
         gathered = [torch.empty_like(local) for _ in range(world)]
         dist.all_gather(gathered, local)
         local = torch.cat(gathered)
-    cache = VisionCache(PictureRows({k: i for i, k in enumerate(keys)}), local[: len(keys)].contiguous())
-    saved = ""
-    if path is not None and rank == 0:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_path(path) as tmp:
-            torch.save({"keys": keys, "features": cache.features}, tmp)
-        saved = f", saved to {path}"
-    if say is not None:
-        say(f"vision cache: {len(keys)} pictures, {tuple(cache.features.shape[1:])} tokens each, "
-            f"{cache.nbytes / 2**20:.0f} MiB, {time.perf_counter() - t0:.1f} s{saved}")
-    return cache
+    return local[: len(keys)].contiguous()
