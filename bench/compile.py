@@ -18,8 +18,6 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
-import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -27,8 +25,8 @@ sys.path.insert(0, str(ROOT))
 
 import torch
 
-from mgv2.train_cli import load_train_config
-from mgv2.trainer import Trainer, compile_unavailable
+from bench.stage_steps import draw_items, stage_trainer, time_steps
+from mgv2.trainer import compile_unavailable
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -44,40 +42,22 @@ def main(argv: list[str] | None = None) -> int:
     if why is not None:
         raise SystemExit(f"cannot compile here: {why}")
     torch.set_num_threads(args.threads)
-    out = Path(tempfile.mkdtemp(prefix="mgv2_bench_compile_"))
-    cfg = load_train_config(None, args.config, [f"data_root={args.data}", f"output_dir={out}", "compile=false",
-                                                "progress=false", "num_workers=0"])
-    tr = Trainer(cfg)
-    from mgv2.data import make_loader
-
-    batches = iter(make_loader(tr.dataset, tr.sampler, tr.collator, 0, pin_memory=False))
-    names = tr.mixture.names
-    chosen = []
-    while len(chosen) < args.steps + 2:
-        b = next(batches)
-        if args.dataset is None or names[b.dataset] == args.dataset:
-            chosen.append(b)
+    tr = stage_trainer(args.config, args.data)
+    chosen = [tr.collator(items) for items in draw_items(tr, args.steps + 2, args.dataset)]
     warm, timed = chosen[:2], chosen[2:]
 
-    def run(items) -> float:
-        t0 = time.perf_counter()
-        for m in items:
-            tr._forward_backward([m], float(m.num_answer_tokens))
-            tr._optimizer_step()
-        return time.perf_counter() - t0
-
-    run(warm)
+    time_steps(tr, warm)
     decoder = tr.model.llama_model.get_decoder()
     decoder.compile(dynamic=True)
     compiled = decoder._compiled_call_impl
-    first = run(warm)
+    first = time_steps(tr, warm) * len(warm)
     times: dict[str, list[float]] = {"eager": [], "compiled": []}
     for _ in range(args.rounds):
         for name, impl in (("eager", None), ("compiled", compiled)):
             decoder._compiled_call_impl = impl
-            times[name].append(run(timed) / len(timed))
+            times[name].append(time_steps(tr, timed))
     eager, comp = statistics.median(times["eager"]), statistics.median(times["compiled"])
-    shapes = sorted({tuple(m.batch.input_ids.shape) for m in timed})
+    shapes = sorted({tuple(tb.batch.input_ids.shape) for micro in timed for tb in micro})
     print(f"{args.config}: {len(timed)} steps x {args.rounds} rounds, {args.threads} thread(s), batches {shapes}")
     print(f"first 2 compiled steps (compiling): {first:.1f} s")
     print(f"eager    {eager:.3f} s/step  (rounds {', '.join(f'{t:.3f}' for t in times['eager'])})")

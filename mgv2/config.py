@@ -574,6 +574,11 @@ class TrainConfig:
     datasets: list[DatasetEntry] = field(default_factory=list)
     steps: int = 1000  # optimizer steps
     grad_accum: int = 1  # iterations per optimizer step (each iteration draws its own dataset)
+    # Each process sorts its part of a drawn batch by sequence length and runs it as this many
+    # forward/backward passes, each padded only to its own longest sequence: fewer padded positions
+    # to compute, the same gradient (losses are summed and divided by the step's answer tokens).
+    # 1 = one pass per batch.
+    length_chunks: int = 1
     batch_scale: int = 1  # multiplies every dataset's batch_size (per-GPU sizes x number of GPUs)
     save_every: int = 1000
     keep_checkpoints: int = 2  # step checkpoints kept besides final/
@@ -614,8 +619,8 @@ class TrainConfig:
     base_dir: str | None = None  # folder of the YAML file (set by load_yaml)
 
     def __post_init__(self) -> None:
-        _positive(self, "stage", "steps", "grad_accum", "batch_scale", "save_every", "log_every",
-                  "keep_checkpoints")
+        _positive(self, "stage", "steps", "grad_accum", "length_chunks", "batch_scale", "save_every",
+                  "log_every", "keep_checkpoints")
         if self.num_workers < 0:
             raise ConfigError("num_workers must be >= 0")
         if not self.datasets:

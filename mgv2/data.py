@@ -11,7 +11,8 @@ model only ever receives a :class:`mgv2.prompt.Batch` of ids, masks and pixels.
 * :class:`MixtureBatchSampler`: runs a :class:`mgv2.mixture.Mixture` and yields this process's
   slice of each iteration's global batch, remembering the mixture state after every iteration
   still in flight, so a checkpoint stores the position of what was actually consumed;
-* :class:`TrainCollator`: right-padded :class:`Batch` plus counts, wrapped in a :class:`TrainBatch`.
+* :class:`TrainCollator`: right-padded :class:`Batch` plus counts, wrapped in a :class:`TrainBatch`;
+  with ``chunks`` > 1 the iteration's samples sorted by length and collated as that many batches.
 """
 
 from __future__ import annotations
@@ -182,16 +183,37 @@ class MixtureBatchSampler:
 
 
 class TrainCollator:
-    """TrainItems of one iteration -> a right-padded TrainBatch (images in sample order)."""
+    """TrainItems of one iteration -> a list of right-padded TrainBatches (images in sample order).
 
-    def __init__(self, encoder: PromptEncoder) -> None:
+    ``chunks`` = 1: one batch of every item.  ``chunks`` = K > 1: the items sorted by sequence
+    length (stable) and split into up to K batches of nearly equal size (shortest first; the shorter
+    ones take the remainder), each padded only to its own longest sequence (the trainer's
+    ``length_chunks``): the padding a batch of mixed lengths carries is mostly not computed, and
+    since the trainer sums the losses of every batch of a step and divides by the step's answer
+    tokens, the gradient is the same."""
+
+    def __init__(self, encoder: PromptEncoder, chunks: int = 1) -> None:
+        if chunks < 1:
+            raise ValueError(f"chunks must be >= 1, got {chunks}")
         self.encoder = encoder
+        self.chunks = chunks
 
-    def __call__(self, items: Sequence[TrainItem]) -> TrainBatch:
+    def __call__(self, items: Sequence[TrainItem]) -> list[TrainBatch]:
         pixels = [it.pixels for it in items if it.pixels is not None]
         rows = [it.image_row for it in items if it.image_row is not None]
         if pixels and rows:
             raise DataBuildError("a batch mixes pixels and vision-cache rows; give every dataset of the stage the cache")
+        if self.chunks == 1:
+            return [self._collate(items)]
+        ordered = sorted(items, key=lambda it: len(it.encoded))
+        k = min(self.chunks, len(ordered))
+        size, extra = divmod(len(ordered), k)  # the first `extra` (shortest) chunks take one more
+        bounds = [i * size + min(i, extra) for i in range(k + 1)]
+        return [self._collate(ordered[a:b]) for a, b in zip(bounds, bounds[1:])]
+
+    def _collate(self, items: Sequence[TrainItem]) -> TrainBatch:
+        pixels = [it.pixels for it in items if it.pixels is not None]
+        rows = [it.image_row for it in items if it.image_row is not None]
         batch = self.encoder.collate(
             [it.encoded for it in items],
             padding_side="right",

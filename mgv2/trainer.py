@@ -527,7 +527,7 @@ class Trainer:
             torch.manual_seed(cfg.seed + 1000 * info.rank)  # dropout: its own stream per process
         self.sampler = MixtureBatchSampler(self.mixture, info.rank, info.world)
         self.dataset = MixtureDataset(datasets)
-        self.collator = TrainCollator(pipe.encoder)
+        self.collator = TrainCollator(pipe.encoder, chunks=cfg.length_chunks)
         counts = {n: len(d) for n, d in zip(self.mixture.names, datasets)}
         n_train = sum(p.numel() for p in self.trainable)
         if region_loss is not None:
@@ -820,7 +820,8 @@ class Trainer:
         last_state = self.mixture.state_dict()
         try:
             while self.step < cfg.steps:
-                micro = [next(batches) for _ in range(cfg.grad_accum)]
+                draws = [next(batches) for _ in range(cfg.grad_accum)]  # each: its length_chunks batches
+                micro = [tb for draw in draws for tb in draw]
                 counts = torch.tensor(
                     [sum(m.num_answer_tokens for m in micro), sum(m.num_tokens for m in micro),
                      sum(m.num_samples for m in micro)], dtype=torch.float64,
@@ -835,7 +836,7 @@ class Trainer:
                 total = parts[0].item() / max(total_answer, 1.0)
                 loss = parts[1].item() / max(total_answer, 1.0)  # the answer tokens' loss, with or without a region loss
                 region = parts[2].item() / parts[3].item() if parts[3].item() > 0 else None
-                drawn = [names[m.dataset] for m in micro]
+                drawn = [names[draw[0].dataset] for draw in draws]
                 if not math.isfinite(total):
                     self.optimizer.zero_grad(set_to_none=True)
                     where = self.save(f"step_{self.step:07d}", last_state)

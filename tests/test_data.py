@@ -102,3 +102,39 @@ def test_turns_per_image_refuses_records_without_a_picture(tiny_pipeline):
 def test_turns_per_image_must_be_a_whole_number(bad):
     with pytest.raises(ConfigError, match="turns_per_image"):
         DatasetEntry(source="refcoco", task="refer", turns_per_image=bad)
+
+
+def _items(pipe, lengths: list[int]) -> list:
+    """TrainItems whose encoded sequences have the given lengths (refer answers on one picture)."""
+    from mgv2.data import TrainItem
+    from mgv2.prompt import Encoded
+
+    items = []
+    for k, n in enumerate(lengths):
+        ids = list(range(3, 3 + n))
+        labels = [IGNORE_INDEX] * (n - 2) + ids[-2:]
+        items.append(TrainItem(Encoded(ids, labels, None), None, dataset=0, iteration=5, image_row=None))
+    return items
+
+
+def test_collator_chunks_sort_by_length_and_pad_each_chunk_to_its_own_longest(tiny_pipeline):
+    from mgv2.data import TrainCollator
+
+    lengths = [9, 4, 12, 4, 7, 20, 5]
+    items = _items(tiny_pipeline, lengths)
+    [whole] = TrainCollator(tiny_pipeline.encoder)(items)
+    assert whole.batch.input_ids.shape == (7, 20) and whole.num_samples == 7
+    chunks = TrainCollator(tiny_pipeline.encoder, chunks=3)(items)
+    # sorted 4 4 5 | 7 9 | 12 20: nearly equal sizes, shortest first, each as wide as its longest
+    assert [tb.num_samples for tb in chunks] == [3, 2, 2]
+    assert [tb.batch.input_ids.shape[1] for tb in chunks] == [5, 9, 20]
+    assert [tb.batch.attention_mask.sum(1).tolist() for tb in chunks] == [[4, 4, 5], [7, 9], [12, 20]]
+    for field in ("num_samples", "num_tokens", "num_answer_tokens"):
+        assert sum(getattr(tb, field) for tb in chunks) == getattr(whole, field)
+    assert all(tb.iteration == 5 and tb.dataset == 0 for tb in chunks)
+    padded = sum(tb.batch.attention_mask.numel() for tb in chunks)
+    assert padded == 3 * 5 + 2 * 9 + 2 * 20 < whole.batch.attention_mask.numel()
+    # more chunks than samples: one sample each
+    assert [tb.num_samples for tb in TrainCollator(tiny_pipeline.encoder, chunks=10)(items[:2])] == [1, 1]
+    with pytest.raises(ValueError, match="chunks must be >= 1"):
+        TrainCollator(tiny_pipeline.encoder, chunks=0)

@@ -135,7 +135,7 @@ def test_image_states_are_the_decoder_layer_outputs_at_the_image_positions(tmp_p
                       records=tiny_world(6), verbose=False)
     from mgv2.data import make_loader
 
-    tb = next(iter(make_loader(trainer.dataset, trainer.sampler, trainer.collator, 0)))
+    [tb] = next(iter(make_loader(trainer.dataset, trainer.sampler, trainer.collator, 0)))  # one length chunk: one batch
     model = trainer.model.eval()
     with torch.no_grad():
         logits, targets, states = model.answer_logits_and_image_states(tb.batch, None, layer=2)
@@ -176,7 +176,7 @@ def test_trainer_adds_the_region_loss_logs_it_and_trains_its_head(tmp_path):
     assert all(any(p is q for q in region.trainable) for p in head.parameters())
     from mgv2.data import make_loader
 
-    tb = next(iter(make_loader(region.dataset, region.sampler, region.collator, 0)))
+    [tb] = next(iter(make_loader(region.dataset, region.sampler, region.collator, 0)))  # one length chunk: one batch
     with torch.no_grad():
         total, n = region.loss_module(tb.batch)
         answer, region_sum, count = region.loss_module.parts.tolist()

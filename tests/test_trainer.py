@@ -150,7 +150,7 @@ def test_lr_schedule_at_key_steps():
 def _one_backward(tr: Trainer):
     from mgv2.data import make_loader
 
-    tb = next(iter(make_loader(tr.dataset, tr.sampler, tr.collator, 0)))
+    [tb] = next(iter(make_loader(tr.dataset, tr.sampler, tr.collator, 0)))  # one length chunk: one batch
     tr._forward_backward([tb], tb.num_answer_tokens)
     return tb
 
@@ -352,7 +352,7 @@ def test_trainer_with_coord_target_sigma_scores_coordinates_softly(tmp_path):
     assert plain.loss_module.coord_loss is None and soft.loss_module.coord_loss is not None
     from mgv2.data import make_loader
 
-    tb = next(iter(make_loader(soft.dataset, soft.sampler, soft.collator, 0)))
+    [tb] = next(iter(make_loader(soft.dataset, soft.sampler, soft.collator, 0)))  # one length chunk: one batch
     with torch.no_grad():
         ce, n_ce = plain.loss_module(tb.batch)
         kl, n_kl = soft.loss_module(tb.batch)
@@ -362,6 +362,32 @@ def test_trainer_with_coord_target_sigma_scores_coordinates_softly(tmp_path):
     coords = soft.loss_module.coord_loss.value_of[targets] >= 0
     assert int(coords.sum()) == 4 * tb.num_samples  # four coordinates per refer answer
     assert float(kl) != pytest.approx(float(ce), rel=1e-3)
+
+
+def test_length_chunks_give_the_one_pass_losses_and_weights(tmp_path):
+    """length_chunks: 3 runs each process's batch as three length-sorted passes: the same losses
+    and trained weights as one pass (region loss on, two iterations per step), fewer padded
+    positions, and the log still names one dataset per drawn iteration."""
+    over = {"steps": 4, "save_every": 100, "grad_accum": 2, "trainable": ["projector", "llm"],
+            "lora": {"enabled": False}, "model_overrides": ["prompt_layout=instruction_first"],
+            "region_loss": {"weight": 1.0, "layer": 1}}
+    one = Trainer(make_cfg(tmp_path / "a", **over), records=tiny_world(), verbose=False)
+    three = Trainer(make_cfg(tmp_path / "b", length_chunks=3, **over), records=tiny_world(), verbose=False)
+    a, b = one.train(), three.train()
+    assert b.losses == pytest.approx(a.losses, rel=1e-5)
+    assert [h.datasets for h in b.history] == [h.datasets for h in a.history]
+    assert all(len(h.datasets) == 2 for h in b.history)
+    assert [h.tokens for h in b.history] == [h.tokens for h in a.history]
+    wa, wb = one.model.state_dict(), three.model.state_dict()
+    for k in wa:  # float sums in another order: equal to rounding
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-6, msg=k)
+    from mgv2.data import make_loader
+
+    draw = next(iter(make_loader(three.dataset, three.sampler, three.collator, 0)))
+    assert len(draw) == 3 and sum(tb.num_samples for tb in draw) == 4
+    for bad in (0, 1.5, True):
+        with pytest.raises(ConfigError, match="length_chunks"):
+            make_cfg(tmp_path / "c", length_chunks=bad)
 
 
 def test_vision_cache_gives_the_uncached_losses_and_weights(tmp_path):
@@ -572,10 +598,12 @@ def assert_same_weights(a_dir, b_dir, rtol=1e-3, atol=1e-5) -> None:
 
 def test_two_processes_match_one_process(tmp_path):
     """torchrun --nproc_per_node 2 (gloo, DDP): each process takes half of every global batch;
-    the token-weighted loss and the updates equal the single-process run's."""
+    the token-weighted loss and the updates equal the single-process run's, also with the halves
+    run in length chunks (DDP's gradient sync only after a step's last pass)."""
     over = {"steps": 5, "save_every": 100, "grad_accum": 2, "model_overrides": ["lora.dropout=0.0"]}
     single = Trainer(make_cfg(tmp_path / "one", **over), records=tiny_world(), verbose=False).train()
-    torchrun(tmp_path, tmp_path / "two", over)
+    # each process runs its half of a batch in two length-sorted passes (length_chunks): same result
+    torchrun(tmp_path, tmp_path / "two", {**over, "length_chunks": 2})
     two = read_log(tmp_path / "two")
     assert [r["step"] for r in two] == [1, 2, 3, 4, 5]
     assert [r["step_loss"] for r in two] == pytest.approx(single.losses, rel=2e-4)
