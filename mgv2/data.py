@@ -17,6 +17,7 @@ model only ever receives a :class:`mgv2.prompt.Batch` of ids, masks and pixels.
 
 from __future__ import annotations
 
+import itertools
 import os
 import random
 from collections.abc import Callable, Sequence
@@ -209,7 +210,7 @@ class TrainCollator:
         k = min(self.chunks, len(ordered))
         size, extra = divmod(len(ordered), k)  # the first `extra` (shortest) chunks take one more
         bounds = [i * size + min(i, extra) for i in range(k + 1)]
-        return [self._collate(ordered[a:b]) for a, b in zip(bounds, bounds[1:])]
+        return [self._collate(ordered[a:b]) for a, b in itertools.pairwise(bounds)]
 
     def _collate(self, items: Sequence[TrainItem]) -> TrainBatch:
         pixels = [it.pixels for it in items if it.pixels is not None]
