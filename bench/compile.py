@@ -15,7 +15,6 @@ their ratio.  ``--threads 1`` is what each of the demo recipe's two DDP processe
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -25,18 +24,12 @@ sys.path.insert(0, str(ROOT))
 
 import torch
 
-from bench.stage_steps import draw_items, stage_trainer, time_steps
+from bench.stage_steps import draw_items, stage_parser, stage_trainer, time_steps
 from mgv2.trainer import compile_unavailable
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(ROOT / "configs" / "train" / "demo_stage1.yaml"))
-    ap.add_argument("--data", default="runs/demo_synth", help="the stage's data_root")
-    ap.add_argument("--steps", type=int, default=10, help="optimizer steps per round")
-    ap.add_argument("--rounds", type=int, default=3, help="eager / compiled rounds, alternating")
-    ap.add_argument("--threads", type=int, default=1)
-    ap.add_argument("--dataset", default=None, help="time batches of this dataset only (default: the mixture's draws)")
+    ap = stage_parser(__doc__, steps=10)
     args = ap.parse_args(argv)
     why = compile_unavailable(torch.device("cpu"))
     if why is not None:

@@ -17,7 +17,6 @@ whatever the chunk count (tests/test_trainer.py checks it); only the time differ
 
 from __future__ import annotations
 
-import argparse
 import statistics
 import sys
 from pathlib import Path
@@ -27,20 +26,14 @@ sys.path.insert(0, str(ROOT))
 
 import torch
 
-from bench.stage_steps import draw_items, stage_trainer, time_steps
+from bench.stage_steps import draw_items, stage_parser, stage_trainer, time_steps
 from mgv2.data import TrainCollator
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--config", default=str(ROOT / "configs" / "train" / "demo_stage1.yaml"))
-    ap.add_argument("--data", default="runs/demo_synth", help="the stage's data_root")
+    ap = stage_parser(__doc__, steps=8)
     ap.add_argument("--chunks", type=int, nargs="+", default=[1, 2, 4], help="chunk counts; the first is the baseline")
-    ap.add_argument("--steps", type=int, default=8, help="optimizer steps per round and dataset")
-    ap.add_argument("--rounds", type=int, default=3)
-    ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--world", type=int, default=2, help="time process 0's share of each batch among this many")
-    ap.add_argument("--dataset", default=None, help="only this dataset of the stage")
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     tr = stage_trainer(args.config, args.data)

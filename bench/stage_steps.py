@@ -4,11 +4,25 @@ its drawn iterations, and the seconds per optimizer step over prebuilt batches."
 
 from __future__ import annotations
 
+import argparse
 import tempfile
 import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+def stage_parser(doc: str, steps: int) -> argparse.ArgumentParser:
+    """The arguments every stage-step benchmark takes: the stage config and data, steps per round,
+    rounds, threads and an optional single dataset."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--config", default=str(ROOT / "configs" / "train" / "demo_stage1.yaml"))
+    ap.add_argument("--data", default="runs/demo_synth", help="the stage's data_root")
+    ap.add_argument("--steps", type=int, default=steps, help="optimizer steps per round")
+    ap.add_argument("--rounds", type=int, default=3, help="rounds of the variants, alternating")
+    ap.add_argument("--threads", type=int, default=1, help="what each of the demo recipe's two DDP processes runs with")
+    ap.add_argument("--dataset", default=None, help="only batches of this dataset of the stage")
+    return ap
 
 
 def stage_trainer(config: str, data: str, overrides: list[str] = ()):
