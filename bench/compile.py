@@ -5,8 +5,9 @@ the eager step, in the same run, on the same batches and weights.
         [--steps 10] [--rounds 3] [--threads 1] [--dataset refcoco]
 
 The stage's trainer is built as ``mgv2 train`` builds it (one process; its vision cache from
-``vision_cache_dir`` when a stage saved one there), ``--steps`` batches of ``--dataset`` are drawn
-once, and the same optimizer steps run eagerly and compiled in alternating rounds (the compiled
+``vision_cache_dir`` when a stage saved one there), ``--steps`` iterations of ``--dataset`` are
+drawn once (each as the config's ``length_chunks`` batches; the README's 1.07x predates that key and
+timed whole batches), and the same optimizer steps run eagerly and compiled in alternating rounds (the compiled
 module is switched on and off in place), so a drift of the machine's speed hits both.  Reported:
 the seconds the first compiled steps took (TorchInductor compiling; a warm cache in
 ``/tmp/torchinductor_$USER`` makes it shorter), the median seconds per step of each variant and
