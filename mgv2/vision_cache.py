@@ -179,6 +179,11 @@ def build_vision_cache(
             with atomic_path(path) as tmp:
                 torch.save({"keys": keys, "features": features}, tmp)
             done += f", saved to {path}"
+            others = [p for p in path.parent.glob("vision_*.pt") if p != path]
+            if others:  # nothing prunes them: another stage or run may still read them
+                mib = sum(p.stat().st_size for p in others) / 2**20
+                done += (f"; {len(others)} other table(s) beside it ({mib:.0f} MiB), of other ViT weights or "
+                         "pictures: delete the ones no stage reads any more")
     cache = VisionCache(PictureRows({k: i for i, k in enumerate(keys)}), features)
     if say is not None:
         say(f"vision cache: {len(keys)} pictures, {tuple(features.shape[1:])} tokens each, "

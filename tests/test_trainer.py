@@ -420,10 +420,14 @@ def test_vision_cache_dir_saves_the_table_and_a_later_stage_reads_it(tmp_path, c
     store = tmp_path / "vcache"
     over = {"steps": 3, "save_every": 100, "model_overrides": ["lora.dropout=0.0"],
             "trainable": ["projector", "ln_vision", "lora"], "vision_cache": True}
+    store.mkdir()
+    stale = store / "vision_0123.pt"  # an older run's table: reported, not touched
+    stale.write_bytes(b"x" * 2**20)
     first = Trainer(make_cfg(tmp_path / "a", vision_cache_dir=str(store), **over),
                     records=tiny_world(image_dir=images))
-    assert "saved to" in capsys.readouterr().out
-    (saved,) = store.glob("vision_*.pt")
+    said = capsys.readouterr().out
+    assert "saved to" in said and "; 1 other table(s) beside it (1 MiB)" in said and stale.is_file()
+    (saved,) = set(store.glob("vision_*.pt")) - {stale}
     second = Trainer(make_cfg(tmp_path / "b", vision_cache_dir=str(store), **over),
                      records=tiny_world(image_dir=images))
     assert f"read from {saved}" in capsys.readouterr().out
