@@ -200,13 +200,9 @@ class TrainCollator:
         self.chunks = chunks
 
     def __call__(self, items: Sequence[TrainItem]) -> list[TrainBatch]:
-        pixels = [it.pixels for it in items if it.pixels is not None]
-        rows = [it.image_row for it in items if it.image_row is not None]
-        if pixels and rows:
+        if any(it.pixels is not None for it in items) and any(it.image_row is not None for it in items):
             raise DataBuildError("a batch mixes pixels and vision-cache rows; give every dataset of the stage the cache")
-        if self.chunks == 1:
-            return [self._collate(items)]
-        ordered = sorted(items, key=lambda it: len(it.encoded))
+        ordered = items if self.chunks == 1 else sorted(items, key=lambda it: len(it.encoded))
         k = min(self.chunks, len(ordered))
         size, extra = divmod(len(ordered), k)  # the first `extra` (shortest) chunks take one more
         bounds = [i * size + min(i, extra) for i in range(k + 1)]

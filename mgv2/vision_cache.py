@@ -97,6 +97,9 @@ def check_frozen(model) -> None:
                                "after freezing (MiniGPTv2.train keeps a frozen encoder in eval mode)")
 
 
+TABLE_NAME = "vision_*.pt"  # a saved table's file name; * = the hash of what its tokens depend on
+
+
 def cache_file(cache_dir: str | os.PathLike, model, processor: ImageProcessor, keys: list[str],
                precision: str) -> Path:
     """Where the table of ``keys`` is saved in ``cache_dir``: ``vision_<hash>.pt``, the hash over
@@ -116,7 +119,7 @@ def cache_file(cache_dir: str | os.PathLike, model, processor: ImageProcessor, k
             raise VisionCacheError(f"vision cache: cannot read picture {k} ({e.strerror}); check the dataset's "
                                    "images path") from None
         h.update(f"{k}\0{st.st_size}\0{st.st_mtime_ns}\n".encode())
-    return Path(cache_dir) / f"vision_{h.hexdigest()[:24]}.pt"
+    return Path(cache_dir) / TABLE_NAME.replace("*", h.hexdigest()[:24])
 
 
 def _load_table(path: Path, keys: list[str]) -> torch.Tensor:
@@ -179,7 +182,7 @@ def build_vision_cache(
             with atomic_path(path) as tmp:
                 torch.save({"keys": keys, "features": features}, tmp)
             done += f", saved to {path}"
-            others = [p for p in path.parent.glob("vision_*.pt") if p != path]
+            others = [p for p in path.parent.glob(TABLE_NAME) if p != path]
             if others:  # nothing prunes them: another stage or run may still read them
                 mib = sum(p.stat().st_size for p in others) / 2**20
                 done += (f"; {len(others)} other table(s) beside it ({mib:.0f} MiB), of other ViT weights or "
