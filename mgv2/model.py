@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import math
 import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 from torch import nn
 
+from mgv2.answer_pass import answer_windows, decoder_answer_pass
 from mgv2.config import ModelConfig
 from mgv2.prompt import IGNORE_INDEX, Batch
 
@@ -82,6 +84,10 @@ class MiniGPTv2(nn.Module):
         self.image_embed_norm = image_embed_norm  # ModelConfig.image_embed_norm
         self.image_embed_scale = image_embed_scale
         self.save_frozen_vision = save_frozen_vision  # checkpoints keep a frozen ViT too
+        # training's teacher-forced pass: the last decoder layer only where an answer logit is read
+        # (mgv2/answer_pass.py; :meth:`compile_decoder` swaps in its compiled form); None = the
+        # whole decoder at every position (the reference the tests compare with)
+        self.answer_pass: Callable | None = decoder_answer_pass
         # [tokens, hidden] added to every image's tokens (ModelConfig.image_pos_embed); part "projector"
         self.image_pos_embed = image_pos_embed
 
@@ -215,8 +221,20 @@ class MiniGPTv2(nn.Module):
         batch order; ``None`` when ``layer`` is None.  One decoder pass gives both."""
         if batch.labels is None:
             raise ValueError("answer_logits needs a batch with labels")
-        out = self.llama_model.get_decoder()(**self._decoder_inputs(batch, image_embeds),
-                                             output_hidden_states=layer is not None)
+        targets = batch.labels[:, 1:]
+        keep = targets != IGNORE_INDEX
+        decoder = self.llama_model.get_decoder()
+        if self.answer_pass is not None and (layer is None or layer < decoder.config.num_hidden_layers):
+            query = torch.nn.functional.pad(keep, (0, 1))  # the logit at t reads label t + 1
+            index, window_keep = answer_windows(query)
+            inputs = self._decoder_inputs(batch, image_embeds)
+            hidden, captured = self.answer_pass(decoder, inputs["inputs_embeds"], inputs["attention_mask"],
+                                                   inputs["position_ids"], index, layer)
+            image_states = None
+            if layer is not None:
+                image_states = captured[batch.image_mask].reshape(-1, self.num_image_tokens, captured.shape[-1])
+            return self.llama_model.get_output_embeddings()(hidden[window_keep]), targets[keep], image_states
+        out = decoder(**self._decoder_inputs(batch, image_embeds), output_hidden_states=layer is not None)
         image_states = None
         if layer is not None:
             states = out.hidden_states  # embeddings, then one entry per layer (the last one normed)
@@ -225,9 +243,15 @@ class MiniGPTv2(nn.Module):
             h = states[layer]
             image_states = h[batch.image_mask].reshape(-1, self.num_image_tokens, h.shape[-1])
         hidden = out.last_hidden_state
-        targets = batch.labels[:, 1:]
-        keep = targets != IGNORE_INDEX
         return self.llama_model.get_output_embeddings()(hidden[:, :-1][keep]), targets[keep], image_states
+
+    def compile_decoder(self) -> None:
+        """torch.compile (TorchInductor, dynamic shapes) the LLM decoder in place (its state-dict keys
+        do not change; generation uses it) and the training pass (:attr:`answer_pass`); the kernels
+        are built at the first call."""
+        self.llama_model.get_decoder().compile(dynamic=True)
+        if self.answer_pass is not None:
+            self.answer_pass = torch.compile(decoder_answer_pass, dynamic=True)
 
     @property
     def num_image_tokens(self) -> int:

@@ -591,7 +591,7 @@ class Trainer:
                                     "cannot compile) or compile: false")
             self._say(f"compile auto: training eagerly ({why})")
             return False
-        self.model.llama_model.get_decoder().compile(dynamic=True)
+        self.model.compile_decoder()
         self._say("compile: the LLM decoder is compiled (torch.compile, dynamic shapes) during the first steps")
         return True
 
@@ -614,6 +614,10 @@ class Trainer:
         the root group.  The model was built on the CPU; ``fully_shard`` moves one group at a
         time to this process's device and keeps only its shard there."""
         from torch.distributed.fsdp import MixedPrecisionPolicy, fully_shard
+
+        # FSDP2 gathers a layer's weights when the layer is called; the answer pass calls the last
+        # layer's parts one by one, so sharded training runs the whole decoder (mgv2/answer_pass.py)
+        self.model.answer_pass = None
 
         from mgv2.vision import Block
 

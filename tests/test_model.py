@@ -169,8 +169,11 @@ def test_loss_counts_only_answer_tokens(tiny_pipeline, scene_image):
 
 def test_answer_loss_matches_the_full_forward(tiny_pipeline, scene_image):
     """The trainer's loss (LM head only where a label follows) equals the transformers loss of
-    ``forward`` on a batch of different answer lengths, and so do their gradients."""
+    ``forward`` on a batch of different answer lengths, and so do their gradients.  Both run the
+    whole decoder here, so the LoRA dropout draws the same masks; the answer pass (last layer on
+    the answer positions only) is compared with this one in tests/test_answer_pass.py."""
     model = tiny_pipeline.model.train()
+    model.answer_pass = None
     samples = [
         Sample(image="a", turns=[Turn("[refer] red ball", "{<12><30><41><77>}")]),
         Sample(image="a", turns=[Turn("[vqa] what colour is the square ?", "blue")]),
