@@ -7,8 +7,9 @@ the eager step, in the same run, on the same batches and weights.
 The stage's trainer is built as ``mgv2 train`` builds it (one process; its vision cache from
 ``vision_cache_dir`` when a stage saved one there), ``--steps`` iterations of ``--dataset`` are
 drawn once (each as the config's ``length_chunks`` batches; the README's 1.07x predates that key and
-timed whole batches), and the same optimizer steps run eagerly and compiled in alternating rounds (the compiled
-module is switched on and off in place), so a drift of the machine's speed hits both.  Reported:
+timed whole batches), and the same optimizer steps run eagerly and compiled in alternating rounds (the
+training pass, mgv2/answer_pass.py since the twenty-third session, and the decoder's compiled forward are
+switched on and off in place), so a drift of the machine's speed hits both.  Reported:
 the seconds the first compiled steps took (TorchInductor compiling; a warm cache in
 ``/tmp/torchinductor_$USER`` makes it shorter), the median seconds per step of each variant and
 their ratio.  ``--threads 1`` is what each of the demo recipe's two DDP processes runs with.
@@ -41,14 +42,15 @@ def main(argv: list[str] | None = None) -> int:
     warm, timed = chosen[:2], chosen[2:]
 
     time_steps(tr, warm)
-    decoder = tr.model.llama_model.get_decoder()
-    decoder.compile(dynamic=True)
-    compiled = decoder._compiled_call_impl
+    model, decoder = tr.model, tr.model.llama_model.get_decoder()
+    eager = (model.answer_pass, None)
+    model.compile_decoder()  # as compile: true trains: the decoder and the answer pass (mgv2/answer_pass.py)
+    compiled = (model.answer_pass, decoder._compiled_call_impl)
     first = time_steps(tr, warm) * len(warm)
     times: dict[str, list[float]] = {"eager": [], "compiled": []}
     for _ in range(args.rounds):
-        for name, impl in (("eager", None), ("compiled", compiled)):
-            decoder._compiled_call_impl = impl
+        for name, (answer_pass, impl) in (("eager", eager), ("compiled", compiled)):
+            model.answer_pass, decoder._compiled_call_impl = answer_pass, impl
             times[name].append(time_steps(tr, timed))
     eager, comp = statistics.median(times["eager"]), statistics.median(times["compiled"])
     shapes = sorted({tuple(tb.batch.input_ids.shape) for micro in timed for tb in micro})
