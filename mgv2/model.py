@@ -218,7 +218,8 @@ class MiniGPTv2(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
         """:meth:`answer_logits` plus the hidden states of the image tokens after decoder layer
         ``layer`` (1 = after the first), ``[sequences with an image, image tokens, hidden]`` in
-        batch order; ``None`` when ``layer`` is None.  One decoder pass gives both."""
+        batch order; ``None`` when ``layer`` is None.  One decoder pass gives both: the answer pass
+        (:attr:`answer_pass`) where ``layer`` is below the last layer, else the whole decoder."""
         if batch.labels is None:
             raise ValueError("answer_logits needs a batch with labels")
         targets = batch.labels[:, 1:]
@@ -229,7 +230,7 @@ class MiniGPTv2(nn.Module):
             index, window_keep = answer_windows(query)
             inputs = self._decoder_inputs(batch, image_embeds)
             hidden, captured = self.answer_pass(decoder, inputs["inputs_embeds"], inputs["attention_mask"],
-                                                   inputs["position_ids"], index, layer)
+                                                inputs["position_ids"], index, layer)
             image_states = None
             if layer is not None:
                 image_states = captured[batch.image_mask].reshape(-1, self.num_image_tokens, captured.shape[-1])
