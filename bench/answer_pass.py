@@ -29,8 +29,7 @@ sys.path.insert(0, str(ROOT))
 import torch
 
 from bench.stage_steps import draw_items, stage_parser, stage_trainer, time_steps
-from mgv2.answer_pass import answer_windows, decoder_answer_pass
-from mgv2.prompt import IGNORE_INDEX
+from mgv2.answer_pass import answer_query, answer_windows, decoder_answer_pass
 from mgv2.trainer import compile_unavailable
 
 
@@ -39,9 +38,9 @@ def window_share(steps: list[list]) -> float:
     inside = total = 0
     for micro in steps:
         for tb in micro:
-            keep = torch.nn.functional.pad(tb.batch.labels[:, 1:] != IGNORE_INDEX, (0, 1))
-            inside += answer_windows(keep)[0].numel()
-            total += keep.numel()
+            query = answer_query(tb.batch.labels)
+            inside += answer_windows(query)[0].numel()
+            total += query.numel()
     return inside / total
 
 

@@ -20,6 +20,14 @@ from torch import nn
 from transformers.masking_utils import create_causal_mask
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb, repeat_kv
 
+from mgv2.prompt import IGNORE_INDEX
+
+
+def answer_query(labels: torch.Tensor) -> torch.Tensor:
+    """``labels`` [B, T] -> [B, T] bool: the positions whose logit the loss reads (the logit at t
+    predicts label t + 1, so the last position is never read)."""
+    return nn.functional.pad(labels[:, 1:] != IGNORE_INDEX, (0, 1))
+
 
 def answer_windows(query: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """``query`` [B, T] (True where an answer logit is read) -> ``(index [B, W], keep [B, W])``: per

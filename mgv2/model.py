@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
-from mgv2.answer_pass import answer_windows, decoder_answer_pass
+from mgv2.answer_pass import answer_query, answer_windows, decoder_answer_pass
 from mgv2.config import ModelConfig
 from mgv2.prompt import IGNORE_INDEX, Batch
 
@@ -225,26 +225,25 @@ class MiniGPTv2(nn.Module):
         targets = batch.labels[:, 1:]
         keep = targets != IGNORE_INDEX
         decoder = self.llama_model.get_decoder()
+        inputs = self._decoder_inputs(batch, image_embeds)
+        layer_states = None  # [batch, seq, hidden] after decoder layer ``layer``
         if self.answer_pass is not None and (layer is None or layer < decoder.config.num_hidden_layers):
-            query = torch.nn.functional.pad(keep, (0, 1))  # the logit at t reads label t + 1
-            index, window_keep = answer_windows(query)
-            inputs = self._decoder_inputs(batch, image_embeds)
-            hidden, captured = self.answer_pass(decoder, inputs["inputs_embeds"], inputs["attention_mask"],
-                                                inputs["position_ids"], index, layer)
-            image_states = None
+            index, window_keep = answer_windows(answer_query(batch.labels))
+            hidden, layer_states = self.answer_pass(decoder, inputs["inputs_embeds"], inputs["attention_mask"],
+                                                    inputs["position_ids"], index, layer)
+            answers = hidden[window_keep]
+        else:
+            out = decoder(**inputs, output_hidden_states=layer is not None)
+            answers = out.last_hidden_state[:, :-1][keep]
             if layer is not None:
-                image_states = captured[batch.image_mask].reshape(-1, self.num_image_tokens, captured.shape[-1])
-            return self.llama_model.get_output_embeddings()(hidden[window_keep]), targets[keep], image_states
-        out = decoder(**self._decoder_inputs(batch, image_embeds), output_hidden_states=layer is not None)
+                states = out.hidden_states  # embeddings, then one entry per layer (the last one normed)
+                if not 1 <= layer < len(states):
+                    raise ValueError(f"layer {layer} is outside the decoder's 1..{len(states) - 1}")
+                layer_states = states[layer]
         image_states = None
-        if layer is not None:
-            states = out.hidden_states  # embeddings, then one entry per layer (the last one normed)
-            if not 1 <= layer < len(states):
-                raise ValueError(f"layer {layer} is outside the decoder's 1..{len(states) - 1}")
-            h = states[layer]
-            image_states = h[batch.image_mask].reshape(-1, self.num_image_tokens, h.shape[-1])
-        hidden = out.last_hidden_state
-        return self.llama_model.get_output_embeddings()(hidden[:, :-1][keep]), targets[keep], image_states
+        if layer_states is not None:
+            image_states = layer_states[batch.image_mask].reshape(-1, self.num_image_tokens, layer_states.shape[-1])
+        return self.llama_model.get_output_embeddings()(answers), targets[keep], image_states
 
     def compile_decoder(self) -> None:
         """torch.compile (TorchInductor, dynamic shapes) the LLM decoder in place (its state-dict keys
