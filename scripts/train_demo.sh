@@ -3,11 +3,11 @@
 # the world's per-patch kinds, colours and object boxes, scripts/pretrain_vision.py) -> three training stages ->
 # refer evaluation on the held-out val/testA/testB analogues -> learning-curve plot.
 #
-#   scripts/train_demo.sh                      # everything under runs/ (about 60-64 min on 2 CPU cores
-#                                              # with native bf16, estimated from stage times measured
-#                                              # there; on an AVX2-only CPU in fp32, with the world
-#                                              # drawn: stages 1-3 77.6 min, twenty-third session, and
-#                                              # stage 0 22.5, twenty-first: about 100 in all)
+#   scripts/train_demo.sh                      # everything under runs/: 56 min 59 s measured from a
+#                                              # fresh checkout on 2 CPU cores with AVX512-BF16
+#                                              # (twenty-fourth session); on an AVX2-only CPU in fp32
+#                                              # about 100 (stages 1-3 77.6 min, twenty-third session,
+#                                              # stage 0 22.5, twenty-first)
 #   EVAL_LIMIT=0 scripts/train_demo.sh         # evaluate every expression (slower)
 #   STAGES="1" scripts/train_demo.sh           # stage 1 only (the refer-heavy curriculum stage)
 #
