@@ -379,8 +379,12 @@ def test_length_chunks_give_the_one_pass_losses_and_weights(tmp_path):
     assert all(len(h.datasets) == 2 for h in b.history)
     assert [h.tokens for h in b.history] == [h.tokens for h in a.history]
     wa, wb = one.model.state_dict(), three.model.state_dict()
-    for k in wa:  # float sums in another order: equal to rounding
-        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=1e-6, msg=k)
+    # Float sums in another order give gradients equal to rounding; Adam divides each gradient by its
+    # running RMS, so where a gradient is near zero that rounding can move the update by a fraction of
+    # the learning rate (an AVX512-BF16 EPYC: one v_proj element of 16384 off by 2.9e-6).  A wrongly
+    # weighted chunk moves weights by the order of lr (2e-3), far above atol = 1% of it.
+    for k in wa:
+        torch.testing.assert_close(wb[k], wa[k], rtol=1e-4, atol=2e-5, msg=k)
     from mgv2.data import make_loader
 
     draw = next(iter(make_loader(three.dataset, three.sampler, three.collator, 0)))
