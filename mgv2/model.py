@@ -21,7 +21,7 @@ from torch import nn
 
 from mgv2.answer_pass import answer_query, answer_windows, decoder_answer_pass
 from mgv2.config import ModelConfig
-from mgv2.prompt import IGNORE_INDEX, Batch
+from mgv2.prompt import Batch
 
 
 @dataclass
@@ -223,12 +223,13 @@ class MiniGPTv2(nn.Module):
         if batch.labels is None:
             raise ValueError("answer_logits needs a batch with labels")
         targets = batch.labels[:, 1:]
-        keep = targets != IGNORE_INDEX
+        query = answer_query(batch.labels)
+        keep = query[:, :-1]  # the positions whose logit the loss reads, against ``targets``
         decoder = self.llama_model.get_decoder()
         inputs = self._decoder_inputs(batch, image_embeds)
         layer_states = None  # [batch, seq, hidden] after decoder layer ``layer``
         if self.answer_pass is not None and (layer is None or layer < decoder.config.num_hidden_layers):
-            index, window_keep = answer_windows(answer_query(batch.labels))
+            index, window_keep = answer_windows(query)
             hidden, layer_states = self.answer_pass(decoder, inputs["inputs_embeds"], inputs["attention_mask"],
                                                     inputs["position_ids"], index, layer)
             answers = hidden[window_keep]
