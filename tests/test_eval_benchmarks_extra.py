@@ -205,3 +205,23 @@ def test_detection_folder_lookup_and_images(tmp_path, capsys, synth):
     assert rc == 0 and json.loads(again)["splits"] == json.loads(out)["splits"]
     rc, _, err = run_cli(["eval", "detection", "--data", str(tmp_path), "--predictions", str(preds)], capsys)
     assert rc == 2 and "instances_val2017.json" in err and "instances_val.json" in err
+
+
+def test_detection_decoding_budget_holds_every_ground_truth_answer(synth):
+    """Detection answers list every box of every category named: at SPEC §7's 20 new tokens they
+    were cut after two or three boxes (the demo model's AP50 0.103 against 0.150 uncut).  The
+    benchmark's budget must hold the longest ground-truth answer, and 20 must not."""
+    from mgv2.tokenizer import TINY_TOKENIZER_DIR, load_tokenizer
+    from tasks.detection import DetectionTask
+    import random
+
+    from tasks.readers.coco_det import read_coco_detection
+
+    tok = load_tokenizer(TINY_TOKENIZER_DIR)
+    task = DetectionTask()
+    records = read_coco_detection(synth / "coco_det" / "instances_val.json", synth / "images")
+    answers = [task.build(r, random.Random(0)).turns[0].answer for r in records]
+    longest = max(len(tok(a, add_special_tokens=False)["input_ids"]) + 1 for a in answers)  # + eos
+    budget = get_benchmark("detection").max_new_tokens
+    assert 20 < longest <= budget
+    assert get_benchmark("refcoco").max_new_tokens == 20  # SPEC §7 where one box is the answer
