@@ -168,19 +168,23 @@ def _saved_tensors(model) -> dict[str, torch.Tensor]:
 def checkpoint_metadata(model, fmt: str = "mgv2") -> dict[str, str]:
     """The safetensors header of an mgv2 checkpoint: its format and the settings that change what
     the saved tensors mean without changing their shapes (``merge_layout``: a row-merge
-    projector loaded into a square-merge model would fit and read the wrong patches)."""
-    return {"format": fmt, "merge_layout": model.merge_layout}
+    projector loaded into a square-merge model would fit and read the wrong patches;
+    ``image_pos_embed``: "coords" adds no tensor, so only the header tells it from "none")."""
+    return {"format": fmt, "merge_layout": model.merge_layout, "image_pos_embed": model.image_pos_kind}
 
 
 def check_metadata(model, meta: dict[str, str] | None, where: Path) -> None:
-    """Refuse a checkpoint whose header says it was trained with another ``merge_layout``
-    (checkpoints written before the key existed are row-merge: the only layout then)."""
-    saved = (meta or {}).get("merge_layout", "row")
-    if saved != model.merge_layout:
-        raise CheckpointError(
-            f"{where} was trained with merge_layout: {saved}, this model config has merge_layout: "
-            f"{model.merge_layout}; load it with the config.yaml saved beside it (or set merge_layout={saved})"
-        )
+    """Refuse a checkpoint whose header says it was trained with another ``merge_layout`` or
+    ``image_pos_embed`` (checkpoints written before a key existed: row-merge, the only layout
+    then; their image_pos_embed is told by the tensors, "coords" did not exist)."""
+    meta = meta or {}
+    ours = {"merge_layout": model.merge_layout, "image_pos_embed": model.image_pos_kind}
+    for key, saved in (("merge_layout", meta.get("merge_layout", "row")), ("image_pos_embed", meta.get("image_pos_embed"))):
+        if saved is not None and saved != ours[key]:
+            raise CheckpointError(
+                f"{where} was trained with {key}: {saved}, this model config has {key}: {ours[key]}; "
+                f"load it with the config.yaml saved beside it (or set {key}={saved})"
+            )
 
 
 def save_checkpoint(model, cfg: ModelConfig, out_dir: str | Path, extra: dict | None = None) -> Path:

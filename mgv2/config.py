@@ -197,8 +197,11 @@ class ModelConfig:
     # A position embedding added to the projected image tokens (after the normalisation):
     # "none" (official) or "sincos": a trainable [tokens, hidden] table started as the 2D sin-cos
     # table of the LLM token grid (rows x merged columns), so each image token says where it is in
-    # a form the LLM can read directly (for from-scratch models: docs/demo_model.md).
-    image_pos_embed: Literal["none", "sincos"] = "none"
+    # a form the LLM can read directly (for from-scratch models: docs/demo_model.md); "coords": no
+    # table of its own, each image token gets the LLM's input embeddings of the coordinate tokens
+    # ``<x>`` and ``<y>`` of its centre added (tied: they train with the box text's tokens), so a box
+    # in the prompt and the image tokens it covers start alike (needs <0>..<100> as single tokens).
+    image_pos_embed: Literal["none", "sincos", "coords"] = "none"
     base_dir: str | None = None  # folder relative paths resolve against (set by load_yaml)
 
     def __post_init__(self) -> None:

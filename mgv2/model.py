@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -68,6 +68,7 @@ class MiniGPTv2(nn.Module):
         image_embed_scale: float = 1.0,
         save_frozen_vision: bool = False,
         image_pos_embed: nn.Parameter | None = None,
+        image_coord_ids: torch.Tensor | None = None,
     ) -> None:
         super().__init__()
         if image_embed_norm not in ("none", "center_ln"):
@@ -90,6 +91,16 @@ class MiniGPTv2(nn.Module):
         self.answer_pass: Callable | None = decoder_answer_pass
         # [tokens, hidden] added to every image's tokens (ModelConfig.image_pos_embed); part "projector"
         self.image_pos_embed = image_pos_embed
+        # [tokens, 2] token ids of <x>, <y> of each image token's centre (image_pos_embed: coords):
+        # their input embeddings are added to the image tokens; derived from the config, not saved
+        self.register_buffer("image_coord_ids", image_coord_ids, persistent=False)
+
+    @property
+    def image_pos_kind(self) -> str:
+        """``ModelConfig.image_pos_embed`` of this model: "sincos", "coords" or "none"."""
+        if self.image_pos_embed is not None:
+            return "sincos"
+        return "coords" if self.image_coord_ids is not None else "none"
 
     # -- trainable set --------------------------------------------------------------------
     def part_parameters(self) -> dict[str, list[tuple[str, nn.Parameter]]]:
@@ -168,6 +179,9 @@ class MiniGPTv2(nn.Module):
             out = torch.nn.functional.layer_norm(out, out.shape[-1:]) * self.image_embed_scale
         if self.image_pos_embed is not None:
             out = out + self.image_pos_embed.to(out.dtype)
+        if self.image_coord_ids is not None:
+            coords = self.llama_model.get_input_embeddings()(self.image_coord_ids).sum(dim=1)
+            out = out + coords.to(out.dtype)
         return out
 
     def input_embeddings(self, batch: Batch, image_embeds: torch.Tensor | None) -> torch.Tensor:
@@ -345,10 +359,30 @@ def image_token_boxes(cfg: ModelConfig) -> torch.Tensor:
     return torch.stack([c * k_col, r * k_row, (c + 1) * k_col, (r + 1) * k_row], dim=1) / grid
 
 
+def image_coord_ids(cfg: ModelConfig, coord_token_ids: Sequence[int]) -> torch.Tensor:
+    """``[tokens, 2]`` (image_pos_embed: coords): the ids of ``<x>`` and ``<y>``, the coordinate
+    tokens (0..100 of the picture's width / height, as box text writes them) nearest each LLM image
+    token's centre, in the order the tokens enter the LLM (``coord_token_ids[v]`` = id of ``<v>``)."""
+    ids = [int(i) for i in coord_token_ids]
+    if len(ids) != 101 or len(set(ids)) != 101:
+        raise ValueError(
+            f"image_pos_embed: coords needs 101 distinct single tokens <0>..<100>, got {len(set(ids))} distinct "
+            "ids (a tokenizer that splits them, such as Llama-2's, cannot use it; set image_pos_embed: none)"
+        )
+    grid = cfg.vision.grid
+    rows, cols = token_centres(cfg)
+    value = lambda centre: ((centre + 0.5) / grid * 100).round().long()  # noqa: E731
+    y = value(rows).repeat_interleave(len(cols))
+    x = value(cols).repeat(len(rows))
+    table = torch.as_tensor(ids, dtype=torch.long)
+    return torch.stack([table[x], table[y]], dim=1)
+
+
 def _image_pos_embed(cfg: ModelConfig, device) -> nn.Parameter | None:
-    """``ModelConfig.image_pos_embed``: None, or the trainable table started as the 2D sin-cos
-    table of the LLM image-token grid (``grid`` rows x ``grid / merge_tokens`` columns)."""
-    if cfg.image_pos_embed == "none":
+    """``ModelConfig.image_pos_embed``: None (also for "coords", which has no table of its own),
+    or the trainable table started as the 2D sin-cos table of the LLM image-token grid (``grid``
+    rows x ``grid / merge_tokens`` columns)."""
+    if cfg.image_pos_embed in ("none", "coords"):
         return None
     from mgv2.vision import sincos_2d
 
@@ -358,9 +392,10 @@ def _image_pos_embed(cfg: ModelConfig, device) -> nn.Parameter | None:
 
 
 def build_model(cfg: ModelConfig, *, pad_token_id: int, device: str | torch.device = "cpu",
-                verbose: bool = True) -> MiniGPTv2:
+                verbose: bool = True, coord_token_ids: Sequence[int] | None = None) -> MiniGPTv2:
     """Build every part from ``cfg`` and compose them.  ``device="meta"`` builds the shapes
-    only (no memory, no files read): that is what ``mgv2 info`` uses."""
+    only (no memory, no files read): that is what ``mgv2 info`` uses.  ``coord_token_ids``
+    (``ids[v]`` = token id of ``<v>``) is needed by ``image_pos_embed: coords`` only."""
     from mgv2.llm import DTYPES, add_lora, build_llm
     from mgv2.vision import EVAViT, apply_official_precision, load_eva_checkpoint
 
@@ -403,5 +438,10 @@ def build_model(cfg: ModelConfig, *, pad_token_id: int, device: str | torch.devi
         save_frozen_vision=cfg.save_frozen_vision,
         image_pos_embed=_image_pos_embed(cfg, device),
     )
+    if cfg.image_pos_embed == "coords":
+        if coord_token_ids is None and not meta:
+            raise ValueError("image_pos_embed: coords needs the tokenizer's coordinate token ids (coord_token_ids)")
+        ids = image_coord_ids(cfg, coord_token_ids if coord_token_ids is not None else range(101))
+        model.image_coord_ids = ids.to(device)
     model.set_trainable(cfg.trainable, cfg.vision_trainable_blocks)
     return model

@@ -59,12 +59,15 @@ class Pipeline:
             raise CheckpointError(
                 f"tokenizer at {tok_path} has {len(tokenizer)} tokens but llm.vocab_size is {cfg.llm.vocab_size}"
             )
-        model = build_model(cfg, pad_token_id=int(tokenizer.pad_token_id), device=dev, verbose=verbose)
+        from mgv2.tokenizer import coordinate_token_ids
+
+        coord_ids = coordinate_token_ids(tokenizer)
+        model = build_model(cfg, pad_token_id=int(tokenizer.pad_token_id), device=dev, verbose=verbose,
+                            coord_token_ids=coord_ids if cfg.image_pos_embed == "coords" else None)
         if cfg.llm.coord_init == "sincos" and cfg.llm.path is None:
             from mgv2.llm import init_coordinate_tokens
-            from mgv2.tokenizer import coordinate_token_ids
 
-            init_coordinate_tokens(model.llama_model, coordinate_token_ids(tokenizer))
+            init_coordinate_tokens(model.llama_model, coord_ids)
         ckpt = Path(checkpoint) if checkpoint is not None else cfg.path(cfg.checkpoint)
         if ckpt is not None:
             report = load_any_checkpoint(model, ckpt)

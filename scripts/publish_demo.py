@@ -104,6 +104,8 @@ def headline(name: str, m: dict) -> str:
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--checkpoint", default="runs/demo/stage3/final")
+    ap.add_argument("--model", default=MODEL_CONFIG,
+                    help=f"model config YAML of the checkpoint (default {MODEL_CONFIG}; --ship needs it)")
     ap.add_argument("--data", default="runs/demo_synth")
     ap.add_argument("--stages", nargs="*", default=["runs/demo/stage1", "runs/demo/stage2", "runs/demo/stage3"])
     ap.add_argument("--stage0", default="runs/demo/vision0.json", help="the vision pretraining's record (if any)")
@@ -115,7 +117,10 @@ def main() -> int:
     ap.add_argument("--ship", action="store_true", help="copy the checkpoint + scores into mgv2/assets/demo_model")
     args = ap.parse_args()
     data, ckpt, out = Path(args.data), Path(args.checkpoint), Path(args.out)
-    model = ["--model", MODEL_CONFIG, "--checkpoint", str(ckpt)]
+    if args.ship and args.model != MODEL_CONFIG:
+        raise SystemExit(f"--ship ships a model of {MODEL_CONFIG} (the default model's config); "
+                         f"got --model {args.model}: change {MODEL_CONFIG} to match it first")
+    model = ["--model", args.model, "--checkpoint", str(ckpt)]
     results: dict[str, dict] = {}
     for name, bench_args in benchmarks(data, args.limit, args.refer_limit).items():
         if args.only and name not in args.only:
@@ -135,7 +140,7 @@ def main() -> int:
     acc = sample["splits"]["val"]["acc50"]
     print(f"  held-out sample ({HELDOUT_N} val expressions, {rel}): Acc@0.5 {100 * acc:.1f}")
     scores = {
-        "model": MODEL_CONFIG,
+        "model": args.model,
         "training_minutes": round(training_minutes([Path(s) for s in args.stages], Path(args.stage0)), 1),
         "stage0_minutes": round(stage0_minutes(args.stage0), 1),
         "data": f"mgv2 synth --out {data} --images N (seed 0); held-out splits only",

@@ -166,3 +166,49 @@ def test_a_checkpoint_of_one_merge_layout_does_not_load_into_the_other(tmp_path)
         load_checkpoint_folder(build_model(square_cfg, pad_token_id=0), row)
     with pytest.raises(CheckpointError, match="merge_layout: square"):
         load_checkpoint_folder(build_model(row_cfg, pad_token_id=0), square)
+
+
+def test_image_pos_embed_coords_adds_the_coordinate_tokens_embeddings_and_is_in_the_header(tmp_path):
+    """image_pos_embed: coords adds to each image token the LLM's input embeddings of <x> and <y>
+    of its centre (tied: the box text's own tokens, so their gradient reaches them), has no tensor
+    of its own, and its checkpoints say so in the header: they refuse a model without it."""
+    import pytest
+
+    from mgv2.checkpoint import load_checkpoint_folder, save_checkpoint
+    from mgv2.errors import CheckpointError
+    from mgv2.model import build_model, image_coord_ids
+
+    small = ["vision.depth=1", "vision.width=32", "llm.num_layers=1", "llm.hidden_size=32",
+             "llm.intermediate_size=64", "llm.num_heads=2", "llm.num_kv_heads=2", "trainable=[projector,llm]"]
+    cfg = load_yaml(ModelConfig, ROOT / "configs/model/demo.yaml", small + ["image_pos_embed=coords"])
+    ids = list(range(300, 401))  # <v> -> token id 300 + v
+    # the 1x4 strips of an 8x8 grid: columns centred on 25 and 75 of 100, rows on 6.25, 18.75, ...
+    table = image_coord_ids(cfg, ids) - 300
+    assert table.shape == (cfg.num_image_tokens, 2)
+    assert table[:4].tolist() == [[25, 6], [75, 6], [25, 19], [75, 19]] and table[-1].tolist() == [75, 94]
+    with pytest.raises(ValueError, match="coordinate token ids"):
+        build_model(cfg, pad_token_id=0)
+    with pytest.raises(ValueError, match="101 distinct single tokens"):
+        image_coord_ids(cfg, [0] * 101)  # a tokenizer without <v> tokens maps them all to unk
+    model = build_model(cfg, pad_token_id=0, coord_token_ids=ids)
+    assert model.image_pos_kind == "coords" and model.image_pos_embed is None
+    assert "image_coord_ids" not in model.state_dict()  # derived from the config, not saved
+    pixels = torch.randn(1, 3, cfg.vision.img_size, cfg.vision.img_size)
+    emb = model.llama_model.get_input_embeddings().weight
+    with torch.no_grad():
+        with_pos = model.embed_images(pixels)
+        saved, model.image_coord_ids = model.image_coord_ids, None
+        without = model.embed_images(pixels)
+        model.image_coord_ids = saved
+    torch.testing.assert_close(with_pos - without, (emb[table[:, 0] + 300] + emb[table[:, 1] + 300]).unsqueeze(0))
+    model.embed_images(pixels).sum().backward()  # the coordinate rows get a gradient, other rows none
+    assert emb.grad[300 + 25].abs().sum() > 0 and emb.grad[300 + 94].abs().sum() > 0
+    assert emb.grad[300 + 50].abs().sum() == 0 and emb.grad[:300].abs().sum() == 0
+    out = save_checkpoint(model, cfg, tmp_path / "coords")
+    load_checkpoint_folder(build_model(cfg, pad_token_id=0, coord_token_ids=ids), out)
+    plain_cfg = load_yaml(ModelConfig, ROOT / "configs/model/demo.yaml", small)
+    with pytest.raises(CheckpointError, match="image_pos_embed: coords, this model config has image_pos_embed: none"):
+        load_checkpoint_folder(build_model(plain_cfg, pad_token_id=0), out)
+    plain = save_checkpoint(build_model(plain_cfg, pad_token_id=0), plain_cfg, tmp_path / "plain")
+    with pytest.raises(CheckpointError, match="image_pos_embed: none"):
+        load_checkpoint_folder(build_model(cfg, pad_token_id=0, coord_token_ids=ids), plain)

@@ -30,3 +30,18 @@ def test_training_minutes_add_stage0(tmp_path):
     (tmp_path / "vision0.json").write_text(json.dumps({"minutes": 5.65}))
     assert abs(pd.training_minutes([stage], tmp_path / "vision0.json") - 8.65) < 1e-9
     assert abs(pd.training_minutes([stage], tmp_path / "none.json") - 3.0) < 1e-9
+
+
+def test_ship_refuses_a_model_config_other_than_the_default(tmp_path, monkeypatch, capsys):
+    """--model scores a candidate of another config (e.g. image_pos_embed: coords); shipping it
+    would pair its weights with configs/model/demo.yaml, so --ship refuses before evaluating."""
+    import sys
+
+    import pytest
+
+    other = tmp_path / "other.yaml"
+    other.write_text("name: demo\n")
+    monkeypatch.setattr(sys, "argv", ["publish_demo.py", "--model", str(other), "--ship", "--out", str(tmp_path / "o")])
+    with pytest.raises(SystemExit, match="change configs/model/demo.yaml to match it first"):
+        pd.main()
+    assert not (tmp_path / "o").exists()
