@@ -371,7 +371,7 @@ def image_coord_ids(cfg: ModelConfig, coord_token_ids: Sequence[int]) -> torch.T
         )
     grid = cfg.vision.grid
     rows, cols = token_centres(cfg)
-    value = lambda centre: ((centre + 0.5) / grid * 100).round().long()  # noqa: E731
+    value = lambda centre: ((centre + 0.5) / grid * 100).round().long()
     y = value(rows).repeat_interleave(len(cols))
     x = value(cols).repeat(len(rows))
     table = torch.as_tensor(ids, dtype=torch.long)

@@ -211,10 +211,10 @@ def test_detection_decoding_budget_holds_every_ground_truth_answer(synth):
     """Detection answers list every box of every category named: at SPEC §7's 20 new tokens they
     were cut after two or three boxes (the demo model's AP50 0.103 against 0.150 uncut).  The
     benchmark's budget must hold the longest ground-truth answer, and 20 must not."""
-    from mgv2.tokenizer import TINY_TOKENIZER_DIR, load_tokenizer
-    from tasks.detection import DetectionTask
     import random
 
+    from mgv2.tokenizer import TINY_TOKENIZER_DIR, load_tokenizer
+    from tasks.detection import DetectionTask
     from tasks.readers.coco_det import read_coco_detection
 
     tok = load_tokenizer(TINY_TOKENIZER_DIR)
