@@ -36,7 +36,7 @@ Benchmarks beyond SPEC §7 (which names no identify or grounded-caption benchmar
 * ``detection``: prompt = ``[detection] {the image's category names}``; the answer lists every
   box of every category, so it gets ``max_new_tokens`` 500 too.  At SPEC §7's 20 the answers were
   cut after two or three boxes on the tiny tokenizer (a box is six tokens there, about eighteen on
-  Llama-2's, where 20 holds one), and AP fell with the recall: the demo model's AP50 on the
+  Llama-2's, where 20 do not hold the phrase and its first box), and AP fell with the recall: the demo model's AP50 on the
   synthetic val 0.103 at 20, 0.150 at 500 (twenty-fifth session).
 """
 
