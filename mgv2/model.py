@@ -20,6 +20,7 @@ import torch
 from torch import nn
 
 from mgv2.answer_pass import answer_query, answer_windows, decoder_answer_pass
+from mgv2.boxes import SCALE
 from mgv2.config import ModelConfig
 from mgv2.prompt import Batch
 
@@ -364,18 +365,30 @@ def image_coord_ids(cfg: ModelConfig, coord_token_ids: Sequence[int]) -> torch.T
     tokens (0..100 of the picture's width / height, as box text writes them) nearest each LLM image
     token's centre, in the order the tokens enter the LLM (``coord_token_ids[v]`` = id of ``<v>``)."""
     ids = [int(i) for i in coord_token_ids]
-    if len(ids) != 101 or len(set(ids)) != 101:
+    if len(ids) != SCALE + 1 or len(set(ids)) != SCALE + 1:
         raise ValueError(
-            f"image_pos_embed: coords needs 101 distinct single tokens <0>..<100>, got {len(set(ids))} distinct "
-            "ids (a tokenizer that splits them, such as Llama-2's, cannot use it; set image_pos_embed: none)"
+            f"image_pos_embed: coords needs {SCALE + 1} distinct single tokens <0>..<{SCALE}>, got {len(set(ids))} "
+            "distinct ids (a tokenizer that splits them, such as Llama-2's, cannot use it; set image_pos_embed: none)"
         )
     grid = cfg.vision.grid
     rows, cols = token_centres(cfg)
-    value = lambda centre: ((centre + 0.5) / grid * 100).round().long()
+    value = lambda centre: ((centre + 0.5) / grid * SCALE).round().long()
     y = value(rows).repeat_interleave(len(cols))
     x = value(cols).repeat(len(rows))
     table = torch.as_tensor(ids, dtype=torch.long)
     return torch.stack([table[x], table[y]], dim=1)
+
+
+def _image_coord_ids(cfg: ModelConfig, coord_token_ids: Sequence[int] | None, device) -> torch.Tensor | None:
+    """:func:`image_coord_ids` where ``image_pos_embed`` is "coords", else None; on the meta device
+    (shapes only) any ids do."""
+    if cfg.image_pos_embed != "coords":
+        return None
+    if coord_token_ids is None:
+        if str(device) != "meta":
+            raise ValueError("image_pos_embed: coords needs the tokenizer's coordinate token ids (coord_token_ids)")
+        coord_token_ids = range(SCALE + 1)
+    return image_coord_ids(cfg, coord_token_ids).to(device)
 
 
 def _image_pos_embed(cfg: ModelConfig, device) -> nn.Parameter | None:
@@ -437,11 +450,7 @@ def build_model(cfg: ModelConfig, *, pad_token_id: int, device: str | torch.devi
         image_embed_scale=cfg.image_embed_scale,
         save_frozen_vision=cfg.save_frozen_vision,
         image_pos_embed=_image_pos_embed(cfg, device),
+        image_coord_ids=_image_coord_ids(cfg, coord_token_ids, device),
     )
-    if cfg.image_pos_embed == "coords":
-        if coord_token_ids is None and not meta:
-            raise ValueError("image_pos_embed: coords needs the tokenizer's coordinate token ids (coord_token_ids)")
-        ids = image_coord_ids(cfg, coord_token_ids if coord_token_ids is not None else range(101))
-        model.image_coord_ids = ids.to(device)
     model.set_trainable(cfg.trainable, cfg.vision_trainable_blocks)
     return model
